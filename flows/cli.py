@@ -1,0 +1,147 @@
+"""`curate`: run, validate and rank studies; list and validate the catalog."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+for _k, _v in {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tasks.errors import StudyInvalid, WorkbenchError  # noqa: E402
+
+app = typer.Typer(help="Which candidate dataset, mixed into your data, improves your fine-tuned model most?",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+catalog_app = typer.Typer(help="List and validate catalog entries.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+console = Console()
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col in ("arm", "license", "fit") else "right")
+    for r in rows:
+        table.add_row(*r.values())
+    return table
+
+
+def _check(study_path: Path):
+    from tasks.inputs import check_study
+    from tasks.study import load_study
+
+    study = load_study(study_path)
+    return study, check_study(study, write=False)
+
+
+@app.command()
+def validate(study_path: Path = typer.Argument(..., help="Study YAML file.")):
+    """Check the study, its catalog entries, data and model; report every problem at once. No training."""
+    try:
+        study, inputs = _check(study_path)
+    except WorkbenchError as err:
+        _fail(err)
+    arms = ", ".join(f"{a.name} ({a.rows} rows)" for a in inputs.arms)
+    console.print(f"[green]OK[/] {study_path}: task {study.task}, arms: {arms}; sizes {study.mixture.sizes}; "
+                  f"{len(inputs.arms) * len(study.mixture.sizes)} points")
+
+
+@app.command()
+def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
+        concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study).")):
+    """Validate, then train and evaluate every point, then rank. Progress is logged per point."""
+    try:
+        study, inputs = _check(study_path)
+        if concurrency:
+            study.concurrency = concurrency
+    except WorkbenchError as err:
+        _fail(err)
+    n = len(inputs.arms) * len(study.mixture.sizes)
+    console.print(f"[green]valid[/]: {len(inputs.arms)} arms x {len(study.mixture.sizes)} sizes = {n} points")
+    from flows.curate import curate
+
+    start = time.perf_counter()
+    try:
+        result = curate(study)
+    except StudyInvalid as err:
+        _fail(err)
+    minutes = (time.perf_counter() - start) / 60
+    console.print(_table(result["rows"], f"{study.name}: {result['metric']} predicted at size {result['target_size']}"))
+    console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
+                  f"MLflow UI : mlflow ui --backend-store-uri {result['tracking_uri']}\n"
+                  f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
+
+
+@app.command()
+def rank(study_run_id: str = typer.Argument(..., help="MLflow run id of a study run."),
+         tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                          help="MLflow store, e.g. sqlite:///runs/NAME/mlflow.db (default: $MLFLOW_TRACKING_URI)."),
+         metric: str = typer.Option(None, help="Rank on this metric instead of the study's primary metric."),
+         out: Path = typer.Option(None, help="Folder for ranking.csv/.md and scaling.png (default ./ranking-RUNID).")):
+    """Fit and rank a finished study from MLflow alone."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.report import rank_from_mlflow
+
+    if not tracking_uri:
+        _fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
+    try:
+        result = rank_from_mlflow(tracking_uri, study_run_id, out or Path(f"ranking-{study_run_id[:8]}"), metric)
+    except (MlflowException, ValueError, KeyError) as err:
+        _fail(WorkbenchError(f"cannot rank run {study_run_id} in {tracking_uri}: {err}"))
+    console.print(_table(result["rows"], f"{result['metric']} predicted at size {result['target_size']}"))
+    console.print(f"written to {result['out_dir']} and logged on the study run")
+
+
+@catalog_app.command("list")
+def catalog_list(directory: Path = typer.Option(Path("catalog"), "--dir", help="Catalog folder.")):
+    """Show every catalog entry with its task, license and size."""
+    from tasks.catalog import load_catalog
+
+    try:
+        entries = load_catalog(directory)
+    except WorkbenchError as err:
+        _fail(err)
+    table = Table(title=f"catalog: {directory}")
+    for col in ("name", "version", "task", "license", "source", "rows (hint)", "description"):
+        table.add_column(col)
+    for e in entries.values():
+        table.add_row(e.name, str(e.version), e.task, e.license, f"{e.path or e.hub_id} [{e.split}]",
+                      str(e.size_hint or ""), e.description)
+    console.print(table)
+
+
+@catalog_app.command("validate")
+def catalog_validate(directory: Path = typer.Option(Path("catalog"), "--dir", help="Catalog folder."),
+                     data: bool = typer.Option(False, help="Also load each entry's data and check its columns.")):
+    """Check every catalog file against the schema (and optionally its data); all problems at once."""
+    from tasks.catalog import load_catalog
+    from tasks.data import DataError, load_split, normalize
+
+    try:
+        entries = load_catalog(directory)
+        problems = []
+        for e in entries.values() if data else []:
+            try:
+                normalize(load_split(e.data_ref()), e.task, e.data_ref(), f"catalog entry '{e.name}'")
+            except DataError as err:
+                problems.append(str(err))
+        if problems:
+            raise StudyInvalid(problems, f"catalog {directory}")
+    except WorkbenchError as err:
+        _fail(err)
+    console.print(f"[green]OK[/] {len(entries)} catalog entries in {directory}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

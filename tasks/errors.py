@@ -1,0 +1,14 @@
+"""Errors a user can act on. Each message names the file, line, field or value and the valid choices."""
+
+
+class WorkbenchError(Exception):
+    """A problem with the user's input, reported before any compute."""
+
+
+class StudyInvalid(WorkbenchError):
+    """One or more problems with a study, its catalog, data or model, collected and raised at once."""
+
+    def __init__(self, problems: list[str], source: str = "study"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")

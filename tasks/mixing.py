@@ -1,0 +1,33 @@
+"""Build the D0 ⊕ Dk mixture for one size: deterministic for a seed, nested across sizes."""
+
+import numpy as np
+
+
+def _take(n_rows: int, n: int, rng: np.random.Generator) -> list[int]:
+    """The first n indices of a seeded permutation, cycling through fresh permutations when n > n_rows."""
+    out: list[int] = []
+    while len(out) < n:
+        out += rng.permutation(n_rows).tolist()
+    return out[:n]
+
+
+def split_counts(size: int, d0_share: float, is_control: bool) -> tuple[int, int]:
+    """(rows from D0, rows from the candidate) for one mixture size."""
+    n0 = size if is_control else round(size * d0_share)
+    return n0, size - n0
+
+
+def mixture(d0: list[dict], dk: list[dict] | None, size: int, d0_share: float, seed: int) -> list[dict]:
+    """Rows of one mixture, shuffled. The same seed gives prefixes of the same permutations, so the
+    size-128 mixture contains the size-64 one (less noise between sizes). dk=None is the control arm."""
+    n0, nk = split_counts(size, d0_share, dk is None)
+    rows = [dict(r, origin="d0") for r in (d0[i] for i in _take(len(d0), n0, np.random.default_rng([seed, 0])))]
+    if nk:
+        rows += [dict(r, origin="candidate") for r in (dk[i] for i in _take(len(dk), nk, np.random.default_rng([seed, 1])))]
+    order = np.random.default_rng([seed, 2, size]).permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+def shortfall(n_available: int, n_needed: int) -> int:
+    """How many rows a size needs beyond what a source has (0 when it fits)."""
+    return max(0, n_needed - n_available)

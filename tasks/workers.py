@@ -1,0 +1,37 @@
+"""Worker processes for training and scoring: one torch per process (threads and RNG are process-global),
+torch imported once per worker, and a crash in one point cannot take the flow down with it."""
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+_pool: ProcessPoolExecutor | None = None
+_shape: tuple[int, int] | None = None
+
+
+def _init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)  # with another process on the other core, 2 threads can be 20x slower than 1
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    global _pool, _shape
+    if _pool is None or _shape != (workers, threads):
+        shutdown()
+        _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_init, initargs=(threads,))
+        _shape = (workers, threads)
+    return _pool
+
+
+def run(workers: int, threads: int, fn, *args, **kwargs):
+    """Run fn in a worker process and wait for its (small, picklable) result."""
+    return pool(workers, threads).submit(fn, *args, **kwargs).result()
+
+
+def shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None

@@ -1,0 +1,64 @@
+"""Read YAML with line numbers, and turn pydantic errors into 'file:line: field: message'."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.errors import StudyInvalid
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Walk the composed YAML node tree along a pydantic error location; return the 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == str(key)]
+            if not match:
+                # an unknown key: point at the key itself
+                keys = [k for k, _ in node.value if k.value == str(key)]
+                return keys[0].start_mark.line + 1 if keys else line
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file; a syntax error is reported with its line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise StudyInvalid([f"{where}: not valid YAML: {getattr(err, 'problem', err)}"], str(path)) from None
+
+
+def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, prefix: tuple = ()) -> list[str]:
+    """One line per pydantic error: file:line: field.path: message."""
+    out = []
+    for e in err.errors():
+        loc = prefix + tuple(x for x in e["loc"] if not str(x).startswith("function-"))
+        field = ".".join(str(x) for x in loc) or "(top level)"
+        line = _line_of(node, loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{path}:{line}: {field}: {msg}")
+    return out
+
+
+def load_model_file(model: type[BaseModel], path: Path) -> BaseModel:
+    """Load one YAML file into a pydantic model, or raise StudyInvalid listing every problem."""
+    data, node = read_yaml(path)
+    if not isinstance(data, dict):
+        raise StudyInvalid([f"{path}:1: expected a mapping of keys to values"], str(path))
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise StudyInvalid(describe_errors(err, path, node), str(path)) from None

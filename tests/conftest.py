@@ -1,0 +1,99 @@
+"""Offline fixtures: a tiny random-init Llama and a tokenizer trained on fixture text (seconds, no downloads)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+MIRROR = ROOT.parent / "shared" / "datasets"
+
+os.environ.setdefault("CURATE_HUB_MIRROR", str(MIRROR))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _corpus() -> list[str]:
+    from tasks.prompts import TEMPLATES
+
+    lines = [t for pair in TEMPLATES.values() for t in pair]
+    for f in FIXTURES.glob("*.jsonl"):
+        lines += [json.dumps(json.loads(line)) for line in f.read_text().splitlines()]
+    return lines + ["negative positive World Sports Business"] * 5
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama (hidden 48) with a byte-level BPE tokenizer; saved as a normal model folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=600, special_tokens=["<|eos|>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<|eos|>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                         tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def write_catalog(folder: Path, entries: dict[str, dict]) -> Path:
+    """Catalog YAML files in a temp folder (absolute paths to fixture data)."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, fields in entries.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **fields}))
+    return folder
+
+
+def sentiment_entry(file: str, **extra) -> dict:
+    return {"task": "classification", "license": "CC0-1.0", "path": str(FIXTURES / file),
+            "columns": {"text": "sentence"}, "label_names": ["negative", "positive"], **extra}
+
+
+def sentiment_study(tmp_path: Path, model: Path, candidates: list[str], **overrides) -> dict:
+    """A small valid study dict over the fixture files; tests change one thing to make it bad."""
+    study = {
+        "name": "fixture-study", "task": "classification",
+        "base": {"source": str(FIXTURES / "d0.jsonl"), "columns": {"text": "sentence"}, "label_names": ["negative", "positive"]},
+        "benchmark": {"data": {"source": str(FIXTURES / "benchmark.jsonl"), "columns": {"text": "sentence"},
+                               "label_names": ["negative", "positive"]}},
+        "model": {"source": str(model)}, "candidates": candidates,
+        "mixture": {"sizes": [16, 32], "d0_share": 0.5}, "target_size": 512, "seed": 0,
+        "training": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_length": 48, "eval_batch_size": 20,
+                     "lora": {"r": 4, "alpha": 8}},
+        "output_dir": str(tmp_path / "out"), "catalog_dir": str(tmp_path / "catalog"), "concurrency": 2,
+    }
+    study.update(overrides)
+    return study
+
+
+def write_study(tmp_path: Path, study: dict, name: str = "study.yaml") -> Path:
+    import yaml
+
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path

@@ -1,0 +1,124 @@
+"""Data loading and study checks: each bad input gets one clear message before any training."""
+
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+
+from conftest import FIXTURES, MIRROR, sentiment_entry, sentiment_study, write_catalog
+from tasks.data import DataError, load_split, normalize
+from tasks.errors import StudyInvalid
+from tasks.inputs import check_study
+from tasks.study import DataRef, Study
+
+
+def _check(tmp_path, model, candidates=("clean",), entries=None, **overrides):
+    write_catalog(tmp_path / "catalog", entries or {"clean": sentiment_entry("candidate_clean.jsonl")})
+    return check_study(Study.model_validate(sentiment_study(tmp_path, model, list(candidates), **overrides)))
+
+
+def _problems(*args, **kwargs) -> str:
+    with pytest.raises(StudyInvalid) as err:
+        _check(*args, **kwargs)
+    return "\n".join(err.value.problems)
+
+
+def test_good_study_writes_normalized_data(tmp_path, tiny_model):
+    inputs = _check(tmp_path, tiny_model)
+    assert [a.name for a in inputs.arms] == ["control", "clean"] and inputs.labels == ["negative", "positive"]
+    d0 = [json.loads(x) for x in open(inputs.d0)]
+    assert len(d0) == 120 and set(d0[0]) == {"text", "label"} and d0[0]["label"] in inputs.labels
+
+
+def test_malformed_jsonl_line_is_named(tmp_path, tiny_model):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"sentence": "ok", "label": 1}\n{"sentence": "broken", "label": \n')
+    assert f"{bad}:2: malformed JSONL line" in _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(bad)}})
+
+
+def test_missing_column_lists_present_columns(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, entries={"clean": sentiment_entry("candidate_clean.jsonl", columns={"text": "review"})})
+    assert "missing column 'review' (for field 'text'); columns present: sentence, label" in text
+
+
+def test_labels_outside_d0_set(tmp_path, tiny_model):
+    entry = sentiment_entry("candidate_clean.jsonl", label_names=["sad", "happy"])
+    text = _problems(tmp_path, tiny_model, entries={"clean": entry})
+    assert "labels outside D0's label set: happy, sad; D0 labels: negative, positive" in text
+
+
+def test_label_map_fixes_foreign_labels(tmp_path, tiny_model):
+    entry = sentiment_entry("candidate_clean.jsonl", label_names=["sad", "happy"], label_map={"sad": "negative", "happy": "positive"})
+    assert _check(tmp_path, tiny_model, entries={"clean": entry}).arms[1].rows == 240
+
+
+def test_empty_dataset(tmp_path, tiny_model):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("sentence,label\n")
+    assert "the dataset is empty" in _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(empty)}})
+
+
+def test_size_larger_than_data_unless_repetition(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, mixture={"sizes": [16, 200]})
+    assert "size 200 needs 200 D0 training rows for arm 'control' but only 120 exist" in text
+    assert "mixture.allow_repetition: true" in text
+    assert _check(tmp_path, tiny_model, mixture={"sizes": [16, 200], "allow_repetition": True})
+
+
+def test_unknown_candidate_suggests(tmp_path, tiny_model):
+    assert "Unknown candidate 'claen'. Did you mean 'clean'? Available: clean" in _problems(tmp_path, tiny_model, candidates=["claen"])
+
+
+def test_unknown_model(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, model={"source": "nobody-here/no-such-model"})
+    assert "model.source: 'nobody-here/no-such-model' is not in the local Hugging Face cache" in text
+
+
+def test_benchmark_overlap_with_training_data(tmp_path, tiny_model):
+    leaky = tmp_path / "leaky.jsonl"
+    leaky.write_text((FIXTURES / "candidate_clean.jsonl").read_text() + (FIXTURES / "benchmark.jsonl").read_text()[:200])
+    text = _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(leaky)}})
+    assert "benchmark overlaps training data" in text and "candidate 'clean'" in text
+
+
+def test_every_problem_at_once(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, candidates=["nope"], mixture={"sizes": [16, 500]},
+                     model={"source": str(tmp_path / "missing.gguf")})
+    assert "Unknown candidate 'nope'" in text and "size 500" in text and "model.source" in text
+
+
+def test_holdout_benchmark_never_overlaps_d0(tmp_path, tiny_model):
+    inputs = _check(tmp_path, tiny_model, benchmark={"holdout": 30})
+    d0, bench = ([json.loads(x)["text"] for x in open(p)] for p in (inputs.d0, inputs.benchmark))
+    assert len(bench) == 30 and len(d0) == 90 and not set(d0) & set(bench)
+
+
+def test_formats_csv_parquet_zip_folder(tmp_path):
+    rows = [json.loads(x) for x in open(FIXTURES / "d0.jsonl")][:10]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "folder").mkdir()
+    pd.DataFrame(rows).to_json(tmp_path / "folder" / "train.jsonl", orient="records", lines=True)
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as z:
+        z.write(tmp_path / "d.csv", "train.csv")
+    for source in ("d.csv", "d.parquet", "folder", "d.zip"):
+        ref = DataRef(source=str(tmp_path / source), columns={"text": "sentence"}, label_names=["negative", "positive"])
+        assert normalize(load_split(ref), "classification", ref, source)[0] == {"text": rows[0]["sentence"], "label": ["negative", "positive"][rows[0]["label"]]}
+
+
+def test_hub_id_served_from_mirror():
+    ref = DataRef(source="stanfordnlp/sst2", split="validation[:5]", columns={"text": "sentence"}, label_names=["negative", "positive"])
+    rows = normalize(load_split(ref), "classification", ref, "sst2")
+    assert len(rows) == 5 and MIRROR.exists()
+
+
+def test_qa_answers_normalized():
+    ref = DataRef(source=str(FIXTURES / "qa.jsonl"))
+    rows = normalize(load_split(ref), "extractive_qa", ref, "qa")
+    assert rows[0]["answers"] == ["wonderful"] and rows[0]["question"] == "How was the film?"
+
+
+def test_missing_package_file():
+    with pytest.raises(DataError, match="Python package 'no_such_pkg' is not installed"):
+        load_split(DataRef(source="pypi:no_such_pkg/x.csv"))

@@ -1,0 +1,105 @@
+"""`curate run` end to end on the tiny model: 2 candidates + control x 2 sizes, real Prefect and MLflow."""
+
+import csv
+import json
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+from flows.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_model, prefect_harness):
+    tmp = tmp_path_factory.mktemp("e2e")
+    write_catalog(tmp / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl"),
+                                    "flipped": sentiment_entry("candidate_flipped.jsonl")})
+    path = write_study(tmp, sentiment_study(tmp, tiny_model, ["clean", "flipped"]))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    uri = f"sqlite:///{tmp / 'out' / 'mlflow.db'}"
+    return tmp, uri, result.output
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("fixture-study")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_run_tree_has_three_levels(finished_study):
+    _, uri, _ = finished_study
+    client, runs = _runs(uri)
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    studies = [r for r in runs if parent[r.info.run_id] is None]
+    arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
+    points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
+    assert len(studies) == 1 and len(arms) == 3 and len(points) == 6
+    assert {a.data.tags["curate.arm"] for a in arms} == {"control", "clean", "flipped"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for p in points:
+        assert {"size", "seed", "d0_share", "model", "candidate", "learning_rate", "lora_r"} <= set(p.data.params)
+        assert {"accuracy", "macro_f1", "gold_logprob", "eval_loss", "n_examples", "train_tokens_per_s"} <= set(p.data.metrics)
+        assert p.data.metrics["n_examples"] == 40 and "curate.point_fingerprint" in p.data.tags
+        assert p.data.params["d0_share"] == ("1.0" if p.data.tags["curate.arm"] == "control" else "0.5")
+    for a in arms:
+        history = client.get_metric_history(a.info.run_id, "accuracy")
+        assert sorted(m.step for m in history) == [16, 32]
+
+
+def test_point_artifacts_adapter_loads_and_predictions_complete(finished_study, tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, uri, _ = finished_study
+    mlflow.set_tracking_uri(uri)
+    _, runs = _runs(uri)
+    point = next(r for r in runs if r.info.run_name == "clean/size=32/seed=0")
+    adapter = mlflow.artifacts.download_artifacts(run_id=point.info.run_id, artifact_path="adapter", dst_path=str(tmp_path))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+    preds = mlflow.artifacts.download_artifacts(run_id=point.info.run_id, artifact_path="predictions.jsonl", dst_path=str(tmp_path))
+    rows = [json.loads(x) for x in open(preds)]
+    assert len(rows) == 40 and sum(r["correct"] for r in rows) / 40 == pytest.approx(point.data.metrics["accuracy"])
+
+
+def test_ranking_artifacts_and_content(finished_study, tmp_path):
+    _, uri, output = finished_study
+    client, runs = _runs(uri)
+    study = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    names = {a.path for a in client.list_artifacts(study.info.run_id)}
+    assert {"ranking.csv", "ranking.md", "scaling.png", "fits.json", "study.resolved.json"} <= names
+    local = client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))
+    rows = list(csv.DictReader(open(local)))
+    assert {r["arm"] for r in rows} == {"control", "clean", "flipped"}
+    predicted = [float(r["predicted@512"]) for r in rows]
+    assert predicted == sorted(predicted, reverse=True)
+    control = next(r for r in rows if r["arm"] == "control")
+    assert float(control["delta_vs_control"]) == 0.0
+    for r in rows:
+        assert float(r["delta_vs_control"]) == pytest.approx(float(r["predicted@512"]) - float(control["predicted@512"]), abs=2e-4)
+    assert study.data.tags["curate.best_arm"] == rows[0]["arm"] and "predicted at size 512" in output
+
+
+def test_rank_reproduces_ranking_from_mlflow_alone(finished_study, tmp_path):
+    _, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    original = open(client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))).read()
+    result = CliRunner().invoke(app, ["rank", study.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "ranking.csv").read_text() == original
+
+
+def test_validate_reports_bad_study_without_training(tmp_path, tiny_model):
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["claen"], mixture={"sizes": [16, 999]}))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "Unknown candidate 'claen'. Did you mean 'clean'?" in result.output and "size 999" in result.output
+    assert not (tmp_path / "out" / "mlflow.db").exists()

@@ -1,0 +1,79 @@
+"""Study and catalog validation: good files load; each bad one names file, line, field and the choices."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, sentiment_entry, sentiment_study, write_catalog, write_study
+from tasks.catalog import load_catalog
+from tasks.errors import StudyInvalid
+from tasks.study import load_study
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deployments").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_is_valid(path):
+    if "name" in yaml.safe_load(path.read_text()) and "task" in yaml.safe_load(path.read_text()):
+        assert load_study(path).name
+
+
+def test_shipped_catalog_is_valid():
+    entries = load_catalog(ROOT / "catalog")
+    assert {"sst2-extra", "imdb-reviews", "sst2-label-flipped"} <= set(entries)
+    assert entries["sst2-label-flipped"].label_noise > 0
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(StudyInvalid) as err:
+        load_study(path)
+    return err.value.problems
+
+
+def test_unknown_key_names_file_line_and_field(tmp_path):
+    study = sentiment_study(tmp_path, tmp_path, ["a"])
+    study["training"]["learnng_rate"] = 1e-3
+    path = write_study(tmp_path, study)
+    [problem] = _problems(path)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "learnng_rate" in t)
+    assert problem == f"{path}:{line}: training.learnng_rate: unknown key"
+
+
+def test_all_spec_problems_reported_at_once(tmp_path):
+    study = sentiment_study(tmp_path, tmp_path, ["a"], task="summarization", target_size=-1, colour="blue")
+    problems = _problems(write_study(tmp_path, study))
+    text = "\n".join(problems)
+    assert len(problems) == 3
+    assert "task: Input should be 'classification' or 'extractive_qa'" in text
+    assert "target_size: Input should be greater than 0" in text
+    assert "colour: unknown key" in text
+
+
+def test_bad_metric_and_sizes(tmp_path):
+    study = sentiment_study(tmp_path, tmp_path, ["a"], metrics=["bleu"], mixture={"sizes": [64]})
+    text = "\n".join(_problems(write_study(tmp_path, study)))
+    assert "unknown metric 'bleu' for task classification; valid: accuracy, macro_f1, gold_logprob, eval_loss" in text
+    assert "mixture.sizes" in text or "mixture: Value error, sizes must be at least 2" in text
+
+
+def test_benchmark_needs_exactly_one_source(tmp_path):
+    study = sentiment_study(tmp_path, tmp_path, ["a"], benchmark={})
+    assert "give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)" in "\n".join(_problems(write_study(tmp_path, study)))
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntask: [classification\n")
+    [problem] = _problems(path)
+    assert problem.startswith(f"{path}:") and "not valid YAML" in problem
+
+
+def test_catalog_duplicate_and_broken_entries_fail_loudly(tmp_path):
+    folder = write_catalog(tmp_path / "cat", {"one": sentiment_entry("d0.jsonl"), "two": sentiment_entry("d0.jsonl")})
+    (folder / "three.yaml").write_text(yaml.safe_dump({"name": "one", **sentiment_entry("d0.jsonl")}))
+    (folder / "four.yaml").write_text(yaml.safe_dump({"name": "four", "task": "classification", "path": "x.jsonl", "licence": "MIT"}))
+    with pytest.raises(StudyInvalid) as err:
+        load_catalog(folder)
+    text = "\n".join(err.value.problems)
+    assert "duplicate catalog entry 'one'" in text and "one.yaml" in text
+    assert f"{folder / 'four.yaml'}:1: license: Field required" in text
+    assert "four.yaml:1: licence: unknown key" in text
