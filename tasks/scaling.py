@@ -40,7 +40,7 @@ def _power_law(x, y, n_ref) -> dict:
     for alpha in (0.1, 0.3, 0.6, 1.0, 2.0):
         start = np.clip([y[np.argmax(x)], y[np.argmin(x)] - y[np.argmax(x)], alpha], lo, hi)
         res = least_squares(lambda p: p[0] + p[1] * (x / n_ref) ** -p[2] - y, start, bounds=(lo, hi),
-                            loss="huber", f_scale=spread / 10)
+                            loss="huber", f_scale=spread / 100)
         if best is None or res.cost < best.cost:
             best = res
     return {"E": float(best.x[0]), "B": float(best.x[1]), "alpha": float(best.x[2]), "n_ref": float(n_ref)}

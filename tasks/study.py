@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.yamlfile import load_model_file
 
@@ -100,12 +100,12 @@ class Mixture(Strict):
     allow_repetition: bool = Field(False, description="Repeat rows when a size needs more rows than a "
                                    "source has. Off: such a study is rejected before training.")
 
-    @model_validator(mode="after")
-    def _sizes(self):
-        if len(self.sizes) < 2 or len(set(self.sizes)) != len(self.sizes) or min(self.sizes) <= 0:
-            raise ValueError("sizes must be at least 2 distinct positive integers")
-        self.sizes = sorted(self.sizes)
-        return self
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) <= 0:
+            raise ValueError("give at least 2 distinct positive sizes, e.g. [64, 128, 256]")
+        return sorted(sizes)
 
 
 class Study(Strict):
@@ -129,21 +129,32 @@ class Study(Strict):
     catalog_dir: str = Field("catalog", description="Folder of catalog entry YAML files.")
     concurrency: int = Field(1, gt=0, description="Arms trained at once (worker processes).")
 
-    @model_validator(mode="after")
-    def _cross_field(self):
-        valid = TASK_METRICS[self.task]
-        problems = [f"metrics: unknown metric '{m}' for task {self.task}; valid: {', '.join(valid)}"
-                    for m in self.metrics or [] if m not in valid]
-        if self.primary_metric and self.primary_metric not in valid:
-            problems.append(f"primary_metric: '{self.primary_metric}' is not a {self.task} metric; "
-                            f"valid: {', '.join(valid)}")
-        if not self.candidates:
-            problems.append("candidates: list at least one catalog entry")
-        if len(set(self.candidates)) != len(self.candidates):
-            problems.append("candidates: a name is listed twice")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    # field validators (not one model validator) so these are reported together with every other field error
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[str] | None, info: ValidationInfo):
+        valid = TASK_METRICS.get(info.data.get("task"), ())
+        bad = [m for m in metrics or [] if valid and m not in valid]
+        if bad:
+            raise ValueError(f"unknown metric {', '.join(map(repr, bad))} for task {info.data['task']}; valid: {', '.join(valid)}")
+        return metrics
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _primary(cls, metric: str | None, info: ValidationInfo):
+        valid = TASK_METRICS.get(info.data.get("task"), ())
+        if metric and valid and metric not in valid:
+            raise ValueError(f"'{metric}' is not a {info.data['task']} metric; valid: {', '.join(valid)}")
+        return metric
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, names: list[str]):
+        if not names:
+            raise ValueError("list at least one catalog entry (the control arm runs anyway)")
+        if len(set(names)) != len(names):
+            raise ValueError("a candidate is listed twice")
+        return names
 
     @property
     def primary(self) -> str:

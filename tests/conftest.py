@@ -74,14 +74,14 @@ def sentiment_entry(file: str, **extra) -> dict:
             "columns": {"text": "sentence"}, "label_names": ["negative", "positive"], **extra}
 
 
-def sentiment_study(tmp_path: Path, model: Path, candidates: list[str], **overrides) -> dict:
+def sentiment_study(tmp_path: Path, model_dir: Path, candidates: list[str], **overrides) -> dict:
     """A small valid study dict over the fixture files; tests change one thing to make it bad."""
     study = {
         "name": "fixture-study", "task": "classification",
         "base": {"source": str(FIXTURES / "d0.jsonl"), "columns": {"text": "sentence"}, "label_names": ["negative", "positive"]},
         "benchmark": {"data": {"source": str(FIXTURES / "benchmark.jsonl"), "columns": {"text": "sentence"},
                                "label_names": ["negative", "positive"]}},
-        "model": {"source": str(model)}, "candidates": candidates,
+        "model": {"source": str(model_dir)}, "candidates": candidates,
         "mixture": {"sizes": [16, 32], "d0_share": 0.5}, "target_size": 512, "seed": 0,
         "training": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_length": 48, "eval_batch_size": 20,
                      "lora": {"r": 4, "alpha": 8}},

@@ -84,7 +84,7 @@ def test_rank_orders_by_prediction_with_delta_vs_control():
     rows = rank_arms(pts, {"good": "MIT"}, "accuracy", 256)
     assert [r.arm for r in rows] == ["good", "control", "bad"]
     assert rows[0].delta_vs_control == pytest.approx(0.1) and rows[2].delta_vs_control == pytest.approx(-0.1)
-    assert rows[0].license == "MIT" and rows[0].observed == {16: 0.7, 32: 0.75, 64: 0.8}
+    assert rows[0].license == "MIT" and rows[0].observed == pytest.approx({16: 0.7, 32: 0.75, 64: 0.8})
     loss = rank_arms([Point(p.arm, p.size, 0, {"eval_loss": 1 - p.metrics["accuracy"]}) for p in pts], {}, "eval_loss", 256, True)
     assert [r.arm for r in loss] == ["good", "control", "bad"]
     assert "| 1 | good | MIT | 0.7000 | 0.7500 | 0.8000 | 0.9000 | +0.1000 | log_linear |" in to_markdown(rows, "accuracy", 256)

@@ -13,9 +13,9 @@ from tasks.inputs import check_study
 from tasks.study import DataRef, Study
 
 
-def _check(tmp_path, model, candidates=("clean",), entries=None, **overrides):
+def _check(tmp_path, model_dir, candidates=("clean",), entries=None, **overrides):
     write_catalog(tmp_path / "catalog", entries or {"clean": sentiment_entry("candidate_clean.jsonl")})
-    return check_study(Study.model_validate(sentiment_study(tmp_path, model, list(candidates), **overrides)))
+    return check_study(Study.model_validate(sentiment_study(tmp_path, model_dir, list(candidates), **overrides)))
 
 
 def _problems(*args, **kwargs) -> str:
@@ -77,9 +77,9 @@ def test_unknown_model(tmp_path, tiny_model):
 
 def test_benchmark_overlap_with_training_data(tmp_path, tiny_model):
     leaky = tmp_path / "leaky.jsonl"
-    leaky.write_text((FIXTURES / "candidate_clean.jsonl").read_text() + (FIXTURES / "benchmark.jsonl").read_text()[:200])
+    leaky.write_text((FIXTURES / "candidate_clean.jsonl").read_text() + "".join((FIXTURES / "benchmark.jsonl").read_text().splitlines(True)[:3]))
     text = _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(leaky)}})
-    assert "benchmark overlaps training data" in text and "candidate 'clean'" in text
+    assert "benchmark overlaps training data: 3 of 40 benchmark examples also appear in candidate 'clean'" in text
 
 
 def test_every_problem_at_once(tmp_path, tiny_model):

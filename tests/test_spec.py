@@ -51,8 +51,8 @@ def test_all_spec_problems_reported_at_once(tmp_path):
 def test_bad_metric_and_sizes(tmp_path):
     study = sentiment_study(tmp_path, tmp_path, ["a"], metrics=["bleu"], mixture={"sizes": [64]})
     text = "\n".join(_problems(write_study(tmp_path, study)))
-    assert "unknown metric 'bleu' for task classification; valid: accuracy, macro_f1, gold_logprob, eval_loss" in text
-    assert "mixture.sizes" in text or "mixture: Value error, sizes must be at least 2" in text
+    assert "metrics: Value error, unknown metric 'bleu' for task classification; valid: accuracy, macro_f1, gold_logprob, eval_loss" in text
+    assert "mixture.sizes: Value error, give at least 2 distinct positive sizes" in text
 
 
 def test_benchmark_needs_exactly_one_source(tmp_path):
