@@ -19,7 +19,7 @@ app = typer.Typer(help="Which candidate dataset, mixed into your data, improves 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="List and validate catalog entries.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # logs and CI: don't fold the ranking table
 
 
 def _fail(err: Exception) -> None:
@@ -30,7 +30,7 @@ def _fail(err: Exception) -> None:
 def _table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("arm", "license", "fit") else "right")
+        table.add_column(col, justify="left" if col in ("arm", "license", "fit") else "right", no_wrap=True)
     for r in rows:
         table.add_row(*r.values())
     return table
@@ -39,7 +39,9 @@ def _table(rows: list[dict], title: str) -> Table:
 def _check(study_path: Path):
     from tasks.inputs import check_study
     from tasks.study import load_study
+    from tasks.workers import quiet_libraries
 
+    quiet_libraries()
     study = load_study(study_path)
     return study, check_study(study, write=False)
 

@@ -44,7 +44,8 @@ def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target
     """Fit each arm, predict at target_size, order best first; delta is relative to the control arm."""
     means = observed_means(points, metric)
     fits = {arm: fit_curve([p.size for p in points if p.arm == arm and metric in p.metrics],
-                           [p.metrics[metric] for p in points if p.arm == arm and metric in p.metrics], metric)
+                           [p.metrics[metric] for p in points if p.arm == arm and metric in p.metrics], metric,
+                           increasing=not lower_is_better)
             for arm in means}
     predicted = {arm: float(f.predict(target_size)) for arm, f in fits.items()}
     base = predicted.get(CONTROL, float("nan"))

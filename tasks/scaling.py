@@ -31,11 +31,15 @@ class Fit:
         return np.clip(y, *self.bounds)
 
 
-def _power_law(x, y, n_ref) -> dict:
-    """Huber-loss least squares from several starts, with bounded parameters; keep the best."""
+def _power_law(x, y, n_ref, increasing: bool | None) -> dict:
+    """Huber-loss least squares from several starts, with bounded parameters; keep the best.
+    `increasing` fixes the sign of B so the curve improves with size (a score rises, a loss falls):
+    without it, noisy non-monotone points at small sizes get fitted by a curve that gets worse with more data."""
     spread = max(float(np.ptp(y)), 1e-3)
-    lo = [y.min() - 10 * spread, -100 * spread, 0.01]
-    hi = [y.max() + 10 * spread, 100 * spread, 3.0]
+    b_lo = 0.0 if increasing is False else -100 * spread
+    b_hi = 0.0 if increasing else 100 * spread
+    lo = [y.min() - 10 * spread, b_lo, 0.01]
+    hi = [y.max() + 10 * spread, b_hi + 1e-12, 3.0]
     best = None
     for alpha in (0.1, 0.3, 0.6, 1.0, 2.0):
         start = np.clip([y[np.argmax(x)], y[np.argmin(x)] - y[np.argmax(x)], alpha], lo, hi)
@@ -46,13 +50,14 @@ def _power_law(x, y, n_ref) -> dict:
     return {"E": float(best.x[0]), "B": float(best.x[1]), "alpha": float(best.x[2]), "n_ref": float(n_ref)}
 
 
-def fit_curve(sizes, values, metric: str = "") -> Fit:
-    """Saturating power law with >= 4 distinct sizes; fewer fall back to log-linear (2) or a constant (1), saying so."""
+def fit_curve(sizes, values, metric: str = "", increasing: bool | None = None) -> Fit:
+    """Saturating power law with >= 4 distinct sizes; fewer fall back to log-linear (2) or a constant (1), saying so.
+    increasing=True/False constrains the power law to improve with size; None leaves the direction free."""
     x, y = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
     bounds = BOUNDS.get(metric, (-np.inf, np.inf))
     distinct = len(np.unique(x))
     if distinct >= MIN_POWER_LAW_SIZES:
-        fit = Fit("power_law", _power_law(x, y, x.min()), bounds=bounds)
+        fit = Fit("power_law", _power_law(x, y, x.min(), increasing), bounds=bounds)
     elif distinct >= 2:
         b, a = np.polyfit(np.log(x), y, 1)
         fit = Fit("log_linear", {"a": float(a), "b": float(b)},

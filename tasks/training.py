@@ -25,7 +25,7 @@ def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool):
         num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
         lr_scheduler_type="linear", warmup_steps=0, max_length=preset.max_length, completion_only_loss=True,
         seed=seed, data_seed=seed, bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none",
-        save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
+        save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
         dataset_num_proc=None, gradient_checkpointing=False,
     )
 

@@ -9,10 +9,21 @@ _pool: ProcessPoolExecutor | None = None
 _shape: tuple[int, int] | None = None
 
 
+def quiet_libraries() -> None:
+    """Progress is reported per point by the flow; per-batch bars from datasets/transformers only bury it."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _init(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)  # with another process on the other core, 2 threads can be 20x slower than 1
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
 
 
 def pool(workers: int, threads: int) -> ProcessPoolExecutor:

