@@ -23,7 +23,8 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # logs and CI: do
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    console.print("[bold red]error:[/]", end=" ")
+    console.print(str(err), markup=False, highlight=False)  # messages hold regexes like [a-z0-9]
     raise typer.Exit(2)
 
 

@@ -55,9 +55,10 @@ def resolve_source(source: str) -> Path | str:
     raise DataError(f"'{source}' is neither an existing local path nor a Hub id ('org/name')")
 
 
-def check_jsonl(path: Path) -> None:
-    """Fail on the first malformed line, naming file and line (datasets' own error does not)."""
+def check_jsonl(path: Path) -> int:
+    """Fail on the first malformed line, naming file and line (datasets' own error does not); return the row count."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    rows = 0
     with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -67,6 +68,8 @@ def check_jsonl(path: Path) -> None:
                     raise ValueError("expected a JSON object")
             except ValueError as err:
                 raise DataError(f"{path}:{number}: malformed JSONL line: {err}") from None
+            rows += 1
+    return rows
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
@@ -107,9 +110,8 @@ def load_split(ref: DataRef) -> datasets.Dataset:
         raise DataError(f"'{ref.source}': unsupported or mixed file types {[f.name for f in files]}; "
                         f"supported: {', '.join(sorted(FORMATS))}, .zip, folders")
     builder = builders.pop()
-    if builder == "json":
-        for f in files:
-            check_jsonl(f)
+    if builder == "json" and sum(check_jsonl(f) for f in files) == 0:
+        raise DataError(f"'{ref.source}': the dataset is empty (no rows in {', '.join(f.name for f in files)})")
     try:
         return datasets.load_dataset(builder, data_files={base_split: [str(f) for f in files]}, split=ref.split)
     except ValueError as err:  # bad slice syntax or bounds, or no rows at all

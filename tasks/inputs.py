@@ -128,7 +128,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         rows = _load(entry.data_ref(), study.task, origin, problems)
         if rows is None:
             continue
-        if study.task == "classification":
+        if study.task == "classification" and labels:  # no label set when D0 itself failed: reported already
             _check_labels(rows, labels, origin, problems, entry.label_map)
             if entry.label_noise and labels:
                 rows = _with_noise(rows, entry, labels)

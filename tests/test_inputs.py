@@ -59,6 +59,12 @@ def test_empty_dataset(tmp_path, tiny_model):
     assert "the dataset is empty" in _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(empty)}})
 
 
+def test_empty_jsonl_file(tmp_path, tiny_model):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "the dataset is empty (no rows in empty.jsonl)" in _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(empty)}})
+
+
 def test_size_larger_than_data_unless_repetition(tmp_path, tiny_model):
     text = _problems(tmp_path, tiny_model, mixture={"sizes": [16, 200]})
     assert "size 200 needs 200 D0 training rows for arm 'control' but only 120 exist" in text
