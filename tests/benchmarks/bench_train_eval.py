@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from tasks.workers import quiet_libraries
+    quiet_libraries()
     model_dir = models.resolve_model(ModelRef(source=args.model))
     preset = Training(batch_size=8, max_length=96, learning_rate=3e-4, eval_batch_size=25, lora={"r": 8, "alpha": 16})
     import tempfile
