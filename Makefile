@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo test test-slow bench
+.PHONY: setup demo test test-slow known-truth bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: setup
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
+
+known-truth: setup
+	$(VENV)/bin/curate run deployments/studies/sst2-known-truth.yaml
 
 bench: setup
 	$(VENV)/bin/python tests/benchmarks/bench_train_eval.py

@@ -31,7 +31,8 @@ def _fail(err: Exception) -> None:
 def _table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("arm", "license", "fit") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("arm", "license", "method") else "right", no_wrap=col != "license",
+                         max_width=24 if col == "license" else None)
     for r in rows:
         table.add_row(*r.values())
     return table
@@ -55,8 +56,19 @@ def validate(study_path: Path = typer.Argument(..., help="Study YAML file.")):
     except WorkbenchError as err:
         _fail(err)
     arms = ", ".join(f"{a.name} ({a.rows} rows)" for a in inputs.arms)
-    console.print(f"[green]OK[/] {study_path}: task {study.task}, arms: {arms}; sizes {study.mixture.sizes}; "
-                  f"{len(inputs.arms) * len(study.mixture.sizes)} points")
+    console.print(f"[green]OK[/] {study_path}: task {study.task}, arms: {arms}; sizes {study.mixture.sizes} x "
+                  f"{study.seeds} seed(s); {len(inputs.arms) * len(study.mixture.sizes) * study.seeds} points")
+    _print_contamination(study, inputs)
+
+
+def _print_contamination(study, inputs) -> None:
+    mode = study.contamination.mode
+    for arm in inputs.arms:
+        c = arm.contamination
+        if c.get("exact") or c.get("near"):
+            what = "D0" if arm.name == "control" else f"candidate '{arm.name}'"
+            console.print(f"contamination: {what}: {c['exact']} exact + {c['near']} near copies of benchmark items "
+                          f"among {c['checked']} rows ({'removed' if mode == 'remove' else 'kept, flagged'})")
 
 
 @app.command()
@@ -69,8 +81,10 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
             study.concurrency = concurrency
     except WorkbenchError as err:
         _fail(err)
-    n = len(inputs.arms) * len(study.mixture.sizes)
-    console.print(f"[green]valid[/]: {len(inputs.arms)} arms x {len(study.mixture.sizes)} sizes = {n} points")
+    n = len(inputs.arms) * len(study.mixture.sizes) * study.seeds
+    console.print(f"[green]valid[/]: {len(inputs.arms)} arms x {len(study.mixture.sizes)} sizes x {study.seeds} "
+                  f"seed(s) = {n} points")
+    _print_contamination(study, inputs)
     from flows.curate import curate
 
     start = time.perf_counter()
@@ -79,7 +93,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
     except StudyInvalid as err:
         _fail(err)
     minutes = (time.perf_counter() - start) / 60
-    console.print(_table(result["rows"], f"{study.name}: {result['metric']} predicted at size {result['target_size']}"))
+    _print_ranking(result, study.name)
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
                   f"MLflow UI : mlflow ui --backend-store-uri {result['tracking_uri']}\n"
                   f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
@@ -100,10 +114,43 @@ def rank(study_run_id: str = typer.Argument(..., help="MLflow run id of a study 
         _fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
     try:
         result = rank_from_mlflow(tracking_uri, study_run_id, out or Path(f"ranking-{study_run_id[:8]}"), metric)
-    except (MlflowException, ValueError, KeyError) as err:
+    except (MlflowException, ValueError, KeyError, WorkbenchError) as err:
         _fail(WorkbenchError(f"cannot rank run {study_run_id} in {tracking_uri}: {err}"))
-    console.print(_table(result["rows"], f"{result['metric']} predicted at size {result['target_size']}"))
+    _print_ranking(result, "")
     console.print(f"written to {result['out_dir']} and logged on the study run")
+
+
+@app.command()
+def backtest(study_run_id: str = typer.Argument(..., help="MLflow run id of a finished study run."),
+             tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                              help="MLflow store (default: $MLFLOW_TRACKING_URI)."),
+             metric: str = typer.Option(None, help="Back-test this metric instead of the study's primary metric.")):
+    """Hold out the largest size, predict it from the smaller ones, and compare with ranking at one size."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.report import backtest_from_mlflow
+
+    if not tracking_uri:
+        _fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
+    try:
+        result = backtest_from_mlflow(tracking_uri, study_run_id, metric)
+    except (MlflowException, ValueError, KeyError, WorkbenchError) as err:
+        _fail(WorkbenchError(f"cannot back-test run {study_run_id} in {tracking_uri}: {err}"))
+    title = f"back-test on {result['metric']}: fit on {result['fitted_on']}, predict {result['held_out']}"
+    console.print(_table([{k: v if k == "method" else f"{v:.3f}" for k, v in r.items()} for r in result["rows"]], title))
+    console.print(_table([{"arm": a, "observed": f"{v['truth']:.4f}", "fit": f"{v['fit']:.4f}",
+                           "baseline": f"{v['baseline']:.4f}"} for a, v in result["arms"].items()], "per arm"))
+    verdict = "beats" if result["winner"] == "fit" else "does not beat"
+    console.print(f"The extrapolation {verdict} the single-scale baseline; the ranking uses '{result['winner']}'. "
+                  "Logged on the study run (backtest_* metrics, backtest.md).")
+
+
+def _print_ranking(result: dict, name: str) -> None:
+    title = f"{name + ': ' if name else ''}{result['metric']} at size {result['target_size']}"
+    console.print(_table(result["rows"], title))
+    console.print(result["method_note"], markup=False, highlight=False)
+    if result["agreement"]:
+        console.print(result["agreement"], markup=False, highlight=False)
 
 
 @catalog_app.command("list")

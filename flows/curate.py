@@ -2,7 +2,7 @@
 
     study.yaml -> prepare_inputs -> prepare_model -> study run
                -> evaluate_arm(control), evaluate_arm(D1) ... evaluate_arm(Dn)    (one MLflow arm run each)
-                    per size: build_mixture -> train_adapter -> score_benchmark -> log_point
+                    per size and seed: build_mixture -> train_adapter -> score_benchmark -> log_point
                -> rank_study (reads MLflow only) -> ranking.csv / ranking.md / scaling.png
 """
 
@@ -22,28 +22,33 @@ def evaluate_arm(study: Study, inputs: Inputs, arm: Arm, model_dir: str, uri: st
     arm_run = steps.open_arm_run(study, arm, uri, study_run_id)
     exp = tracking.MlflowClient(uri).get_run(arm_run).info.experiment_id
     try:
-        for k, size in enumerate(study.mixture.sizes, 1):
-            mix = steps.build_mixture(study, inputs, arm, size, study.seed)
+        grid = [(size, seed) for size in study.mixture.sizes for seed in study.seed_list]
+        per_size: dict[int, list[dict]] = {}
+        for k, (size, seed) in enumerate(grid, 1):
+            mix = steps.build_mixture(study, inputs, arm, size, seed)
             point_fp = fingerprint([mix["fingerprint"], inputs.benchmark_fingerprint, study.model.model_dump(),
-                                    study.training.model_dump(), study.seed, tracking.code_version()])
-            params = {"arm": arm.name, "candidate": arm.name, "size": size, "seed": study.seed,
+                                    study.training.model_dump(), seed, tracking.code_version()])
+            params = {"arm": arm.name, "candidate": arm.name, "size": size, "seed": seed,
                       "d0_share": 1.0 if arm.data is None else study.mixture.d0_share, "model": study.model.source,
                       "from_candidate": mix["from_candidate"], **study.training.model_dump(exclude={"lora"}),
                       **{f"lora_{k2}": v for k2, v in study.training.lora.model_dump().items()}}
-            point_run = tracking.start_run(uri, exp, f"{arm.name}/size={size}/seed={study.seed}", parent=arm_run,
+            point_run = tracking.start_run(uri, exp, f"{arm.name}/size={size}/seed={seed}", parent=arm_run,
                                            tags={"curate.arm": arm.name, "curate.study": study.name,
                                                  "curate.point_fingerprint": point_fp,
                                                  "curate.mixture_fingerprint": mix["fingerprint"]}, params=params)
             try:
-                trained = steps.train_adapter(study, inputs, mix["path"], model_dir, study.seed)
+                trained = steps.train_adapter(study, inputs, mix["path"], model_dir, seed)
                 scored = steps.score_benchmark(study, inputs, model_dir, trained["adapter_dir"])
-                result = steps.log_point(study, uri, point_run, arm_run, size, trained, scored)
+                result = steps.log_point(study, uri, point_run, trained, scored)
             except BaseException:
                 tracking.end_run(uri, point_run, ok=False)
                 raise
-            log.info("[%s] point %d/%d size=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs  | %d points done",
-                     arm.name, k, len(study.mixture.sizes), size, study.primary, result[study.primary],
+            log.info("[%s] point %d/%d size=%d seed=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs  | %d points done",
+                     arm.name, k, len(grid), size, seed, study.primary, result[study.primary],
                      result["train_seconds"], result["train_tokens_per_s"], result["eval_seconds"], steps.points_done())
+            per_size.setdefault(size, []).append(result)
+            if len(per_size[size]) == study.seeds:
+                steps.log_arm_curve(study, uri, arm_run, size, per_size[size])
     except BaseException:
         tracking.end_run(uri, arm_run, ok=False)
         raise
@@ -63,6 +68,7 @@ def curate(study: Study) -> dict:
     log = get_run_logger()
     inputs = steps.prepare_inputs(study)  # every problem at once, before any compute
     model_dir = steps.prepare_model(study)
+    inputs = steps.profile_arms(study, inputs, model_dir)
     uri = tracking.tracking_uri(study.output_path)
     study_run = steps.open_study_run(study, inputs, uri, str(runtime.flow_run.id))
     log.info("MLflow: %s  study run %s  (%d arms x %d sizes, %d at once)", uri, study_run, len(inputs.arms),

@@ -159,12 +159,6 @@ def normalize(ds: datasets.Dataset, task: str, ref: DataRef, origin: str) -> lis
     return rows
 
 
-def row_key(row: dict) -> str:
-    """Normalized input text, for overlap checks between benchmark and training data."""
-    text = row["text"] if "text" in row else f"{row['question']} || {row['context']}"
-    return " ".join(text.lower().split())
-
-
 def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from tasks import mixing
+from tasks import contamination, mixing
 from tasks.catalog import CatalogEntry, load_catalog, unknown_candidate
-from tasks.data import DataError, fingerprint, load_split, normalize, row_key, write_jsonl
+from tasks.data import DataError, fingerprint, load_split, normalize, write_jsonl
 from tasks.errors import StudyInvalid
 from tasks.models import check_model
 from tasks.study import Study
@@ -24,6 +24,8 @@ class Arm(BaseModel):
     license: str
     rows: int
     catalog_version: int | None = None
+    contamination: dict = {}  # Counts of the candidate's rows that matched the benchmark (D0's for the control)
+    profile: dict = {}        # rows, duplicates, labels, share removed, token lengths (added once the tokenizer is known)
 
 
 class Inputs(BaseModel):
@@ -34,6 +36,7 @@ class Inputs(BaseModel):
     benchmark_fingerprint: str
     labels: list[str]
     arms: list[Arm]
+    d0_contamination: dict = {}
 
 
 def _load(ref, task, origin, problems) -> list[dict] | None:
@@ -64,12 +67,39 @@ def _check_labels(rows, labels, origin, problems, label_map=None):
                         f"{', '.join(labels)} (map them with label_map in the catalog entry, or label_names)")
 
 
-def _check_overlap(bench, rows, origin, problems):
-    keys = {row_key(r) for r in rows}
-    hits = [r for r in bench if row_key(r) in keys]
-    if hits:
-        problems.append(f"benchmark overlaps training data: {len(hits)} of {len(bench)} benchmark examples also appear "
-                        f"in {origin} (e.g. '{row_key(hits[0])[:80]}'); remove them or pick another split")
+def _decontaminate(rows, index, study, origin, problems) -> tuple[list[dict], dict]:
+    """Find training rows that copy benchmark items; remove, flag or fail as the study says."""
+    hits, counts, examples = contamination.scan(rows, study.task, index)
+    if not hits:
+        return rows, counts.as_dict()
+    found = (f"{len(hits)} of {len(rows)} rows of {origin} match benchmark items ({counts.exact} exact, "
+             f"{counts.near} near-duplicate; e.g. '{examples[0]}')")
+    if len(hits) > len(rows) / 2:
+        problems.append(f"contamination: {found}: more than half; is the benchmark the same split as this data?")
+    elif study.contamination.mode == "fail":
+        problems.append(f"contamination: {found}; contamination.mode is 'fail' (use 'remove' to drop them, "
+                        f"'flag' to keep them, or pick another split)")
+    elif study.contamination.mode == "remove":
+        drop = set(hits)
+        rows = [r for i, r in enumerate(rows) if i not in drop]
+        counts.removed = len(hits)
+    return rows, counts.as_dict()
+
+
+def _profile(rows: list[dict], task: str, counts: dict, license: str) -> dict:
+    """What a candidate holds: rows, duplicate texts, label distribution, share removed as contamination."""
+    seen, dups = set(), 0
+    for r in rows:
+        w = contamination.words(contamination.text_of(r, task))
+        dups += w in seen
+        seen.add(w)
+    labels = {}
+    for r in rows if task == "classification" else []:
+        labels[r["label"]] = labels.get(r["label"], 0) + 1
+    checked = counts.get("checked") or len(rows)
+    return {"rows": len(rows), "duplicates": dups, "labels": dict(sorted(labels.items())), "license": license,
+            "contaminated": counts.get("exact", 0) + counts.get("near", 0), "removed": counts.get("removed", 0),
+            "removed_share": round(counts.get("removed", 0) / max(checked, 1), 4)}
 
 
 def _check_sizes(n0: int, nk: int | None, study: Study, origin: str, problems):
@@ -121,7 +151,16 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         labels = list(study.base.label_names or sorted({r["label"] for r in d0}))
         if bench is not None:
             _check_labels(bench, labels, "benchmark", problems)
-    arms = [Arm(name=CONTROL, data=None, data_fingerprint=None, license="(your data)", rows=len(d0 or []))]
+    index = None
+    if bench is not None and len(bench) == 1 and study.seeds == 1 and study.ranking.intervals:
+        problems.append("ranking.intervals: one seed and one benchmark example leave nothing to resample; "
+                        "add benchmark examples or seeds (seeds: 3), or set ranking.intervals: false")
+    contam: dict[str, dict] = {}
+    if bench is not None:
+        index = contamination.BenchmarkIndex([contamination.text_of(r, study.task) for r in bench],
+                                             n=study.contamination.ngram)
+        if d0 is not None:
+            d0, contam[CONTROL] = _decontaminate(d0, index, study, "D0 (base)", problems)
     cand_rows = {}
     for entry in chosen:
         origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
@@ -132,34 +171,37 @@ def check_study(study: Study, write: bool = True) -> Inputs:
             _check_labels(rows, labels, origin, problems, entry.label_map)
             if entry.label_noise and labels:
                 rows = _with_noise(rows, entry, labels)
+        if index is not None:
+            rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems)
         cand_rows[entry.name] = rows
-        if bench is not None:
-            _check_overlap(bench, rows, origin, problems)
         if d0 is not None:
             _check_sizes(len(d0), len(rows), study, entry.name, problems)
     if d0 is not None:
         _check_sizes(len(d0), None, study, CONTROL, problems)
-        if bench is not None:
-            _check_overlap(bench, d0, "D0 (base)", problems)
     model_problem = check_model(study.model)
     if model_problem:
         problems.append(model_problem)
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
-    return _write(study, d0, bench, labels, arms, cand_rows, entries, write)
+    return _write(study, d0, bench, labels, contam, cand_rows, entries, write)
 
 
-def _write(study, d0, bench, labels, arms, cand_rows, entries, write) -> Inputs:
+def _write(study, d0, bench, labels, contam, cand_rows, entries, write) -> Inputs:
     folder = study.output_path / "data"
     paths = {"d0": folder / "d0.jsonl", "benchmark": folder / "benchmark.jsonl"}
     files = [(paths["d0"], d0), (paths["benchmark"], bench)]
+    d0_counts = contam.get(CONTROL, {})
+    arms = [Arm(name=CONTROL, data=None, data_fingerprint=None, license="(your data)", rows=len(d0),
+                contamination=d0_counts, profile=_profile(d0, study.task, d0_counts, "(your data)"))]
     for name, rows in cand_rows.items():
         path = folder / f"candidate-{name}.jsonl"
         files.append((path, rows))
+        counts = contam.get(name, {})
         arms.append(Arm(name=name, data=str(path), data_fingerprint=fingerprint(rows), license=entries[name].license,
-                        rows=len(rows), catalog_version=entries[name].version))
+                        rows=len(rows), catalog_version=entries[name].version, contamination=counts,
+                        profile=_profile(rows, study.task, counts, entries[name].license)))
     if write:
         for path, rows in files:
             write_jsonl(rows, path)
     return Inputs(d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0), benchmark=str(paths["benchmark"]),
-                  benchmark_fingerprint=fingerprint(bench), labels=labels, arms=arms)
+                  benchmark_fingerprint=fingerprint(bench), labels=labels, arms=arms, d0_contamination=d0_counts)

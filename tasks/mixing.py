@@ -17,11 +17,15 @@ def split_counts(size: int, d0_share: float, is_control: bool) -> tuple[int, int
     return n0, size - n0
 
 
-def mixture(d0: list[dict], dk: list[dict] | None, size: int, d0_share: float, seed: int) -> list[dict]:
+def mixture(d0: list[dict], dk: list[dict] | None, size: int, d0_share: float, seed: int,
+            d0_seed: int | None = None) -> list[dict]:
     """Rows of one mixture, shuffled. The same seed gives prefixes of the same permutations, so the
-    size-128 mixture contains the size-64 one (less noise between sizes). dk=None is the control arm."""
+    size-128 mixture contains the size-64 one (less noise between sizes). dk=None is the control arm.
+    `seed` (one per point seed) draws the candidate rows and the order; `d0_seed` (the study seed) draws the
+    D0 rows, so every arm and seed trains on the same D0 rows at a size."""
     n0, nk = split_counts(size, d0_share, dk is None)
-    rows = [dict(r, origin="d0") for r in (d0[i] for i in _take(len(d0), n0, np.random.default_rng([seed, 0])))]
+    rng0 = np.random.default_rng([seed if d0_seed is None else d0_seed, 0])
+    rows = [dict(r, origin="d0") for r in (d0[i] for i in _take(len(d0), n0, rng0))]
     if nk:
         rows += [dict(r, origin="candidate") for r in (dk[i] for i in _take(len(dk), nk, np.random.default_rng([seed, 1])))]
     order = np.random.default_rng([seed, 2, size]).permutation(len(rows))

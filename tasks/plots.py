@@ -1,4 +1,4 @@
-"""The scaling plot: every arm's points and fitted curve on one log-x axis, up to the target size."""
+"""The scaling plot: every arm's points (with interval bars) and fitted curve (with its band) on one log-x axis."""
 
 from pathlib import Path
 
@@ -8,24 +8,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.ranking import Point, RankRow  # noqa: E402
+from tasks.ranking import Point, Ranking  # noqa: E402
 
 
-def scaling_plot(rows: list[RankRow], points: list[Point], metric: str, target: int, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
+    metric, target = result.metric, result.target
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sizes = [p.size for p in points]
     grid = np.geomspace(min(sizes), max(target, max(sizes)), 200)
-    for row, color in zip(rows, plt.cm.tab10.colors):
+    for row, color in zip(result.rows, plt.cm.tab10.colors):
         pts = [p for p in points if p.arm == row.arm and metric in p.metrics]
-        ax.scatter([p.size for p in pts], [p.metrics[metric] for p in pts], color=color, s=22, zorder=3)
+        ax.scatter([p.size for p in pts], [p.metrics[metric] for p in pts], color=color, s=10, alpha=0.4, zorder=3)
+        xs = sorted(row.observed)
+        ys = [row.observed[s] for s in xs]
+        bars = [result.point_intervals.get((row.arm, s)) for s in xs]
+        if all(bars):
+            err = np.array([[y - b[0] for y, b in zip(ys, bars)], [b[1] - y for y, b in zip(ys, bars)]]).clip(0)
+            ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=4, capsize=3, zorder=4)
         style = "--" if row.arm == "control" else "-"
-        ax.plot(grid, row.fit.predict(grid), style, color=color, label=f"{row.arm} ({row.predicted:.3f} @ {target})")
+        label = f"{row.arm} ({row.predicted:.3f}" + (f", p_best {row.p_best:.2f})" if row.p_best is not None else ")")
+        ax.plot(grid, row.fit.predict(grid), style, color=color, label=label)
+        if row.arm in result.bands:
+            g, lo, hi = result.bands[row.arm]
+            ax.fill_between(g, lo, hi, color=color, alpha=0.12, lw=0)
     ax.axvline(target, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("mixture size (training examples)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs mixture size; dotted line = target size {target}")
-    ax.legend(fontsize=8)
+    pct = round(result.confidence * 100)
+    ax.set_title(f"{metric} vs mixture size; bars/bands: {pct}% bootstrap; dotted: target {target}\n"
+                 f"{result.method_note}", fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

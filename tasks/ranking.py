@@ -1,15 +1,20 @@
-"""Rank arms by predicted metric at the target size, with deltas vs the control. Plain functions."""
+"""Rank arms at the target size, with intervals, P(best), significance vs the control, and the method the
+back-test supports. Plain functions over points read from MLflow."""
 
 import csv
 import io
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import spearmanr
 
-from tasks.scaling import Fit, fit_curve
+from tasks import backtest as bt
+from tasks import uncertainty as unc
+from tasks.scaling import Fit, fit_arms
 
 CONTROL = "control"
+AUTO_BACKTEST_SIZES = 4  # the ranking back-tests itself when a study has this many sizes
 
 
 @dataclass
@@ -18,6 +23,7 @@ class Point:
     size: int
     seed: int
     metrics: dict
+    examples: dict | None = None  # per-example arrays (tasks.uncertainty.example_arrays), for the bootstrap
 
 
 @dataclass
@@ -26,9 +32,34 @@ class RankRow:
     arm: str
     license: str
     observed: dict  # size -> mean metric over seeds
-    predicted: float
+    predicted: float  # the estimate ranked on: fitted at the target size, or observed at the largest size
     delta_vs_control: float
     fit: Fit
+    interval: tuple | None = None
+    delta_interval: tuple | None = None
+    p_best: float | None = None
+    significance: str = ""
+    note: str = ""  # why this arm's fit is unreliable, if it is
+    profile: dict = field(default_factory=dict)
+
+
+@dataclass
+class Ranking:
+    rows: list[RankRow]
+    metric: str
+    target: int
+    method: str  # 'fit' or 'observed'
+    method_note: str
+    confidence: float
+    backtest: dict | None = None
+    per_size: list[dict] = field(default_factory=list)  # paired delta vs control at each measured size
+    point_intervals: dict = field(default_factory=dict)  # (arm, size) -> (lo, hi)
+    bands: dict = field(default_factory=dict)  # arm -> (grid, lo, hi) of the fitted curve
+    n_boot: int = 0
+
+    @property
+    def estimate_label(self) -> str:
+        return f"predicted@{self.target}" if self.method == "fit" else f"observed@{max(self.rows[0].observed)}"
 
 
 def observed_means(points: list[Point], metric: str) -> dict[str, dict[int, float]]:
@@ -39,44 +70,162 @@ def observed_means(points: list[Point], metric: str) -> dict[str, dict[int, floa
     return {arm: {s: float(np.mean(v)) for s, v in sorted(sizes.items())} for arm, sizes in by.items()}
 
 
+def unreliable(fit: Fit, observed: dict[int, float], lower_is_better: bool) -> str:
+    """Why a fit should not be trusted for extrapolation ('' when it can be)."""
+    sizes = sorted(observed)
+    if len(sizes) < 3:
+        return f"only {len(sizes)} sizes: too few for a trend"
+    values = [observed[s] for s in sizes]
+    rho = spearmanr(sizes, values).statistic if np.ptp(values) > 0 else float("nan")
+    if not np.isnan(rho) and (rho <= 0 if not lower_is_better else rho >= 0):
+        return f"not improving with size (Spearman rho {rho:+.2f} between size and metric)"
+    slope = fit.params.get("B", fit.params.get("b", 0.0))
+    if fit.form == "constant" or abs(slope) < 1e-9 or np.isnan(rho):
+        return "flat: the fit finds no improvement with size"
+    return ""
+
+
+def _better(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
+    return -values if lower_is_better else values
+
+
 def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target_size: int,
-              lower_is_better: bool = False) -> list[RankRow]:
-    """Fit each arm, predict at target_size, order best first; delta is relative to the control arm."""
+              lower_is_better: bool = False, *, fit_form: str = "auto", method: str = "auto", intervals: bool = True,
+              confidence: float = 0.9, n_boot: int = 400, seed: int = 0, profiles: dict | None = None) -> Ranking:
+    """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order."""
     means = observed_means(points, metric)
-    fits = {arm: fit_curve([p.size for p in points if p.arm == arm and metric in p.metrics],
-                           [p.metrics[metric] for p in points if p.arm == arm and metric in p.metrics], metric,
-                           increasing=not lower_is_better)
-            for arm in means}
-    predicted = {arm: float(f.predict(target_size)) for arm, f in fits.items()}
-    base = predicted.get(CONTROL, float("nan"))
-    order = sorted(predicted, key=lambda a: predicted[a], reverse=not lower_is_better)
-    return [RankRow(i + 1, arm, licenses.get(arm, ""), means[arm], predicted[arm], predicted[arm] - base, fits[arm])
-            for i, arm in enumerate(order)]
+    arms = list(means)
+    curves = {a: (list(means[a]), list(means[a].values())) for a in arms}
+    fits = fit_arms(curves, metric, not lower_is_better, fit_form)
+    notes = {a: unreliable(fits[a], means[a], lower_is_better) for a in arms}
+    largest = max(s for m in means.values() for s in m)
+    common = set.intersection(*(set(m) for m in means.values()))
+    result = None
+    if method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(arms) >= 2:
+        result = bt.backtest(means, metric, lower_is_better, fit_form)
+    chosen, why = method, f"set in the study (ranking.method: {method})"
+    if method == "auto":
+        chosen = result["winner"] if result else "fit"
+        why = (f"the back-test (held-out size {result['held_out']}) {'supports' if chosen == 'fit' else 'does not support'} "
+               f"the extrapolation" if result else f"fewer than {AUTO_BACKTEST_SIZES} sizes: no back-test")
+        if chosen == "fit" and any(notes.values()):
+            chosen, why = "observed", f"{why}, but {sum(map(bool, notes.values()))} arm fit(s) are unreliable"
+    where = target_size if chosen == "fit" else largest
+
+    def estimate(fitted: dict[str, Fit], observed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if chosen == "fit":
+            return {a: np.asarray(fitted[a].predict(target_size), float) for a in arms}
+        return {a: observed[a] for a in arms}
+
+    est = {a: float(v) for a, v in estimate(fits, {a: np.float64(means[a].get(largest, np.nan)) for a in arms}).items()}
+    base = est.get(CONTROL, float("nan"))
+    order = sorted(arms, key=lambda a: est[a], reverse=not lower_is_better)
+    rows = [RankRow(i + 1, a, licenses.get(a, ""), means[a], est[a], est[a] - base, fits[a], note=notes[a],
+                    profile=(profiles or {}).get(a, {})) for i, a in enumerate(order)]
+    out = Ranking(rows, metric, target_size, chosen, f"ranked on {'fit' if chosen == 'fit' else 'observed'} "
+                  f"{metric} at {where}: {why}", confidence, result)
+    if intervals and all(p.examples is not None for p in points if p.arm in arms):
+        _bootstrap(out, points, fits, fit_form, lower_is_better, n_boot, seed, estimate, largest)
+    return out
 
 
-def _columns(rows: list[RankRow], metric: str, target: int) -> tuple[list[str], list[list[str]]]:
-    sizes = sorted({s for r in rows for s in r.observed})
-    header = ["rank", "arm", "license", *[f"{metric}@{s}" for s in sizes], f"predicted@{target}", "delta_vs_control", "fit"]
-    body = [[str(r.rank), r.arm, r.license, *[f"{r.observed[s]:.4f}" if s in r.observed else "" for s in sizes],
-             f"{r.predicted:.4f}", f"{r.delta_vs_control:+.4f}", r.fit.form] for r in rows]
+def _bootstrap(out: Ranking, points, fits, fit_form, lower_is_better, n_boot, seed, estimate, largest) -> None:
+    """Resample benchmark examples (paired across arms) and seeds; refit every arm on every resample."""
+    metric, arms = out.metric, [r.arm for r in out.rows]
+    groups = defaultdict(list)
+    for p in points:
+        groups[(p.arm, p.size)].append(p.examples)
+    samples = unc.resample_points(groups, metric, n_boot, seed)
+    sizes = {a: sorted(s for (arm, s) in groups if arm == a) for a in arms}
+    grid = np.geomspace(min(min(s) for s in sizes.values()), max(out.target, largest), 60)
+    preds, curves = {a: np.empty(n_boot) for a in arms}, {a: np.empty((n_boot, len(grid))) for a in arms}
+    for b in range(n_boot):
+        refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, metric,
+                         not lower_is_better, fit_form, start=fits)
+        observed = {a: samples[(a, largest)][b] if (a, largest) in samples else np.nan for a in arms}
+        for a, v in estimate(refit, observed).items():
+            preds[a][b] = v
+        for a in arms:
+            curves[a][b] = refit[a].predict(grid)
+    matrix = np.stack([preds[a] for a in arms], 1)  # (B, arms)
+    best = np.argmax(_better(matrix, lower_is_better), 1)
+    has_control = CONTROL in arms
+    for k, row in enumerate(out.rows):
+        row.interval = tuple(map(float, unc.interval(preds[row.arm], out.confidence)))
+        row.p_best = float(np.mean(best == k))
+        if has_control and row.arm != CONTROL:
+            lo, hi = unc.interval(preds[row.arm] - preds[CONTROL], out.confidence)
+            row.delta_interval, row.significance = (float(lo), float(hi)), unc.significance(lo, hi, lower_is_better)
+    for (a, s), v in sorted(samples.items()):
+        out.point_intervals[(a, s)] = tuple(map(float, unc.interval(v, out.confidence)))
+        if has_control and a != CONTROL and (CONTROL, s) in samples:
+            d = v - samples[(CONTROL, s)]
+            lo, hi = unc.interval(d, out.confidence)
+            out.per_size.append({"arm": a, "size": s, "delta": float(d[0]), "lo": float(lo), "hi": float(hi),
+                                 "significance": unc.significance(lo, hi, lower_is_better)})
+    out.bands = {a: (grid, *unc.interval(curves[a], out.confidence)) for a in arms}
+    out.n_boot = n_boot
+
+
+def _fmt_interval(iv: tuple | None, signed: bool = False) -> str:
+    if iv is None:
+        return ""
+    f = "{:+.4f}" if signed else "{:.4f}"
+    return f"[{f.format(iv[0])}, {f.format(iv[1])}]"
+
+
+def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
+    sizes = sorted({s for row in r.rows for s in row.observed})
+    pct = f"{round(r.confidence * 100)}%"
+    header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
+              "delta_vs_control", f"delta {pct} interval", "sig", "p_best", "contaminated", "removed", "rows",
+              "duplicates", "tokens_p50", "method"]
+    body = []
+    for row in r.rows:
+        prof = row.profile
+        how = ("fit " + row.fit.form) if r.method == "fit" else "observed"
+        body.append([str(row.rank), row.arm, row.license, *[f"{row.observed[s]:.4f}" if s in row.observed else ""
+                                                            for s in sizes],
+                     f"{row.predicted:.4f}", _fmt_interval(row.interval), f"{row.delta_vs_control:+.4f}",
+                     _fmt_interval(row.delta_interval, True), row.significance,
+                     "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
+                     str(prof.get("removed", "")), str(prof.get("rows", "")), str(prof.get("duplicates", "")),
+                     str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else "")])
     return header, body
 
 
-def to_csv(rows: list[RankRow], metric: str, target: int) -> str:
-    header, body = _columns(rows, metric, target)
+def to_csv(r: Ranking) -> str:
+    header, body = _columns(r)
     buf = io.StringIO()
     csv.writer(buf).writerows([header, *body])
     return buf.getvalue()
 
 
-def to_markdown(rows: list[RankRow], metric: str, target: int) -> str:
-    header, body = _columns(rows, metric, target)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    notes = sorted({f"- {r.arm}: {r.fit.note}" for r in rows if r.fit.note})
-    return "\n".join(lines) + ("\n\nFit notes:\n" + "\n".join(notes) if notes else "") + "\n"
+def to_records(r: Ranking) -> list[dict]:
+    header, body = _columns(r)
+    return [dict(zip(header, b)) for b in body]
 
 
-def to_records(rows: list[RankRow], metric: str, target: int) -> list[dict]:
-    header, body = _columns(rows, metric, target)
-    return [dict(zip(header, r)) for r in body]
+def to_markdown(r: Ranking, extra: str = "") -> str:
+    header, body = _columns(r)
+    lines = [f"**{r.method_note}.**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(b) + " |" for b in body]
+    if r.n_boot:
+        lines += ["", f"Intervals: {round(r.confidence * 100)}% percentile bootstrap, {r.n_boot} resamples of benchmark "
+                  f"examples (paired across arms) and seeds, every arm refitted on every resample. sig: + better than "
+                  f"the control, - worse, ~ not distinguishable from zero. p_best: share of resamples in which the arm "
+                  f"ranks first."]
+    if r.per_size:
+        lines += ["", "Paired delta vs control at each measured size:", "",
+                  "| arm | size | delta | interval | sig |", "|---|---|---|---|---|"]
+        lines += [f"| {d['arm']} | {d['size']} | {d['delta']:+.4f} | [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['significance']} |"
+                  for d in r.per_size]
+    notes = [f"- {row.arm}: {row.fit.note}" for row in r.rows if row.fit.note]
+    notes += [f"- {row.arm}: fit unreliable, {row.note}" for row in r.rows if row.note]
+    if notes:
+        lines += ["", "Fit notes:", *notes]
+    if r.backtest:
+        lines += ["", bt.to_markdown(r.backtest, r.metric).rstrip()]
+    if extra:
+        lines += ["", extra.rstrip()]
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """The Prefect tasks of a study: small, typed, passing paths and run ids, never datasets or models.
 Heavy work runs in worker processes (tasks.workers); MLflow calls go through tasks.tracking."""
 
+import json
 import threading
 from pathlib import Path
 
@@ -32,17 +33,37 @@ def prepare_model(study: Study) -> str:
 
 
 @task
+def profile_arms(study: Study, inputs: Inputs, model_dir: str) -> Inputs:
+    """Add token-length statistics (with the study's tokenizer) to each arm's data profile."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tasks.contamination import text_of
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=study.model.trust_remote_code)
+    for arm in inputs.arms:
+        rows = read_jsonl(Path(arm.data or inputs.d0))
+        lengths = np.array([len(ids) for ids in tokenizer([text_of(r, study.task) for r in rows]).input_ids])
+        arm.profile.update({"tokens_mean": round(float(lengths.mean()), 1), "tokens_p50": int(np.percentile(lengths, 50)),
+                            "tokens_p90": int(np.percentile(lengths, 90)), "tokens_max": int(lengths.max())})
+    return inputs
+
+
+@task
 def open_study_run(study: Study, inputs: Inputs, uri: str, flow_run_id: str) -> str:
     """Create the experiment and the study run; log the resolved spec."""
     exp = tracking.open_experiment(uri, study.name, study.output_path)
     params = {"task": study.task, "model": study.model.source, "sizes": study.mixture.sizes,
               "d0_share": study.mixture.d0_share, "target_size": study.target_size, "seed": study.seed,
-              "primary_metric": study.primary, "candidates": ",".join(study.candidates),
-              "benchmark_rows": len(read_jsonl(Path(inputs.benchmark)))}
+              "seeds": study.seeds, "primary_metric": study.primary, "candidates": ",".join(study.candidates),
+              "benchmark_rows": len(read_jsonl(Path(inputs.benchmark))), "labels": json.dumps(inputs.labels),
+              **{f"ranking.{k}": v for k, v in study.ranking.model_dump().items()},
+              **{f"contamination.{k}": v for k, v in study.contamination.model_dump().items()}}
     tags = {"curate.study": study.name, "curate.study_fingerprint": fingerprint(study.model_dump()),
             "curate.catalog_fingerprint": fingerprint([a.model_dump() for a in inputs.arms]),
             "curate.prefect_flow_run_id": flow_run_id}
     run_id = tracking.start_run(uri, exp, study.name, tags=tags, params=params)
+    tracking.log_metrics(uri, run_id, {f"d0_contamination_{k}": v for k, v in inputs.d0_contamination.items()})
     spec = study.output_path / "study.resolved.json"
     spec.write_text(study.model_dump_json(indent=2))
     tracking.log_artifact(uri, run_id, spec)
@@ -53,17 +74,24 @@ def open_study_run(study: Study, inputs: Inputs, uri: str, flow_run_id: str) -> 
 def open_arm_run(study: Study, arm: Arm, uri: str, study_run_id: str) -> str:
     """The arm's MLflow run, a child of the study run."""
     exp = tracking.MlflowClient(uri).get_run(study_run_id).info.experiment_id
-    return tracking.start_run(uri, exp, arm.name, parent=study_run_id,
-                              tags={"curate.arm": arm.name, "curate.license": arm.license, "curate.study": study.name},
-                              params={"arm": arm.name, "rows": arm.rows, "data_fingerprint": arm.data_fingerprint,
-                                      "catalog_version": arm.catalog_version})
+    profile = {f"profile.{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in arm.profile.items()}
+    run_id = tracking.start_run(uri, exp, arm.name, parent=study_run_id,
+                                tags={"curate.arm": arm.name, "curate.license": arm.license, "curate.study": study.name},
+                                params={"arm": arm.name, "rows": arm.rows, "data_fingerprint": arm.data_fingerprint,
+                                        "catalog_version": arm.catalog_version, **profile})
+    tracking.log_metrics(uri, run_id, {f"contamination_{k}": v for k, v in arm.contamination.items()})
+    path = study.output_path / "profiles" / f"{arm.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"profile": arm.profile, "contamination": arm.contamination}, indent=2))
+    tracking.log_artifact(uri, run_id, path)
+    return run_id
 
 
 @task
 def build_mixture(study: Study, inputs: Inputs, arm: Arm, size: int, seed: int) -> dict:
     """Write the D0 ⊕ Dk mixture of one size (D0 alone for the control); return its path and fingerprint."""
     dk = read_jsonl(Path(arm.data)) if arm.data else None
-    rows = mixing.mixture(read_jsonl(Path(inputs.d0)), dk, size, study.mixture.d0_share, seed)
+    rows = mixing.mixture(read_jsonl(Path(inputs.d0)), dk, size, study.mixture.d0_share, seed, d0_seed=study.seed)
     path = study.output_path / "points" / arm.name / f"size{size}-seed{seed}" / "train.jsonl"
     write_jsonl(rows, path)
     return {"path": str(path), "fingerprint": fingerprint(rows), "from_candidate": sum(r["origin"] == "candidate" for r in rows)}
@@ -85,13 +113,12 @@ def score_benchmark(study: Study, inputs: Inputs, model_dir: str, adapter_dir: s
 
 
 @task
-def log_point(study: Study, uri: str, point_run_id: str, arm_run_id: str, size: int, trained: dict, scored: dict) -> dict:
-    """Metrics and artifacts of a finished point; the arm run gets the same metrics at step = size."""
+def log_point(study: Study, uri: str, point_run_id: str, trained: dict, scored: dict) -> dict:
+    """Metrics and artifacts of a finished point."""
     metrics = {k: v for k, v in scored["metrics"].items() if k in study.metric_names or k == "n_examples"}
     timing = {"train_seconds": trained["train_seconds"], "eval_seconds": scored["eval_seconds"],
               "train_tokens_per_s": trained["train_tokens_per_s"], "train_loss": trained["train_loss"]}
     tracking.log_metrics(uri, point_run_id, {**metrics, **timing})
-    tracking.log_metrics(uri, arm_run_id, {**metrics, "train_loss": trained["train_loss"]}, step=size)
     tracking.log_artifact(uri, point_run_id, trained["adapter_dir"], "adapter")
     tracking.log_artifact(uri, point_run_id, scored["predictions"])
     tracking.end_run(uri, point_run_id)
@@ -101,12 +128,19 @@ def log_point(study: Study, uri: str, point_run_id: str, arm_run_id: str, size: 
 
 
 @task
+def log_arm_curve(study: Study, uri: str, arm_run_id: str, size: int, results: list[dict]) -> None:
+    """The arm run gets each metric's mean over the size's seeds at step = size: MLflow charts draw the curve."""
+    names = [*study.metric_names, "train_loss"]
+    tracking.log_metrics(uri, arm_run_id, {k: sum(r[k] for r in results) / len(results) for k in names}, step=size)
+
+
+@task
 def rank_study(study: Study, uri: str, study_run_id: str) -> dict:
     """Fit and rank from MLflow alone; publish the table as a Prefect artifact too."""
     result = rank_from_mlflow(uri, study_run_id, study.output_path / "ranking")
     create_table_artifact(table=result["rows"], key=f"ranking-{study.name.lower().replace('_', '-').replace('.', '-')}",
                           description=f"{study.name}: {result['metric']} predicted at {result['target_size']}")
-    get_run_logger().info("Ranking (%s at %d):\n%s", result["metric"], result["target_size"], result["markdown"])
+    get_run_logger().info("Ranking (%s):\n%s", result["method_note"], result["markdown"])
     return result
 
 

@@ -108,6 +108,30 @@ class Mixture(Strict):
         return sorted(sizes)
 
 
+class Ranking(Strict):
+    """How the ranking step fits, ranks and states its uncertainty (all read back from MLflow by `curate rank`)."""
+
+    intervals: bool = Field(True, description="Bootstrap intervals over benchmark examples and seeds, P(best) "
+                            "and significance vs the control.")
+    confidence: float = Field(0.9, gt=0.5, lt=1, description="Coverage of every interval, e.g. 0.9 for 5%-95%.")
+    bootstrap: int = Field(400, ge=50, le=20000, description="Bootstrap resamples.")
+    fit: Literal["auto", "power_law", "shared_exponent"] = Field(
+        "auto", description="'power_law': E + B*N^-alpha per arm (needs 4 sizes); 'shared_exponent': one alpha for "
+        "all arms (3 sizes are enough); 'auto': power_law with >= 4 sizes, else shared_exponent.")
+    method: Literal["auto", "fit", "observed"] = Field(
+        "auto", description="'fit': rank on the extrapolation to the target size; 'observed': rank on the largest "
+        "measured size; 'auto': whichever the back-test supports (fit when it cannot run), and observed when a fit "
+        "is unreliable.")
+
+
+class Contamination(Strict):
+    """Exact and near-duplicate matches between training data (D0 and candidates) and the benchmark."""
+
+    mode: Literal["remove", "flag", "fail"] = Field(
+        "remove", description="'remove' matching training rows (counted), 'flag' (count only), or 'fail' the study.")
+    ngram: int = Field(13, ge=8, le=50, description="Words in a shared run that make two texts near duplicates.")
+
+
 class Study(Strict):
     """One question: which candidate, mixed into D0, helps most at the target size."""
 
@@ -122,12 +146,17 @@ class Study(Strict):
     candidates: list[str] = Field(description="Catalog entry names to try (the control arm always runs).")
     mixture: Mixture = Field(description="Mixture sizes and D0 share.")
     target_size: int = Field(gt=0, description="The training size you plan to use: the ranking predicts here.")
-    seed: int = Field(0, description="Seed for the benchmark hold-out, mixtures, data order and adapter init.")
+    seed: int = Field(0, description="Seed for the benchmark hold-out, the D0 rows of each mixture, and the "
+                      "first seed of every point.")
+    seeds: int = Field(1, ge=1, le=20, description="Seeds per point (seed, seed+1, ...): each varies data order, "
+                       "adapter init and the rows drawn from the candidate, and is its own MLflow point run.")
     training: Training = Field(default_factory=Training, description="Training preset.")
     output_dir: str = Field("runs/{name}", description="Where mixtures, adapters and the embedded MLflow store go. "
                             "'{name}' is replaced by the study name.")
     catalog_dir: str = Field("catalog", description="Folder of catalog entry YAML files.")
     concurrency: int = Field(1, gt=0, description="Arms trained at once (worker processes).")
+    ranking: Ranking = Field(default_factory=Ranking, description="Intervals, fit form and ranking method.")
+    contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
 
     # field validators (not one model validator) so these are reported together with every other field error
     @field_validator("metrics")
@@ -164,6 +193,10 @@ class Study(Strict):
     def metric_names(self) -> list[str]:
         names = list(self.metrics or TASK_METRICS[self.task])
         return names if self.primary in names else [self.primary, *names]
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
 
     @property
     def output_path(self) -> Path:

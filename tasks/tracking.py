@@ -1,5 +1,6 @@
 """Every MLflow call of the workbench. Runs are addressed by id (the fluent active run is thread-local)."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -82,13 +83,42 @@ def children(uri: str, run_id: str, finished_only: bool = False) -> list:
     return client.search_runs([parent.info.experiment_id], query, max_results=10000)
 
 
-def read_study(uri: str, study_run_id: str) -> tuple[dict, dict[str, str], list[Point]]:
-    """Everything `rank` needs, from MLflow alone: the study run's params, each arm's license, every finished point."""
-    study = MlflowClient(uri).get_run(study_run_id)
-    licenses, points = {}, []
+PROFILE = "profile.json"  # on each arm run: rows, duplicates, labels, contamination, token lengths
+
+
+def read_predictions(uri: str, run_id: str) -> list[dict] | None:
+    """A point's per-example predictions (None when the artifact is missing)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient(uri).download_artifacts(run_id, "predictions.jsonl", tmp)
+        except (MlflowException, OSError):
+            return None
+        return [json.loads(line) for line in open(path)]
+
+
+def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
+    """Everything `rank` needs, from MLflow alone: the study run's params, each arm's license and profile, every
+    finished point (with its per-example predictions when examples=True)."""
+    from tasks.uncertainty import example_arrays
+
+    client = MlflowClient(uri)
+    study = client.get_run(study_run_id)
+    params = dict(study.data.params)
+    labels = json.loads(params["labels"]) if params.get("labels") else None
+    licenses, profiles, points = {}, {}, []
     for arm in children(uri, study_run_id):
         name = arm.data.tags.get("curate.arm", arm.info.run_name)
         licenses[name] = arm.data.tags.get("curate.license", "")
+        profiles[name] = {k.removeprefix("profile."): v for k, v in arm.data.params.items() if k.startswith("profile.")}
         for p in children(uri, arm.info.run_id, finished_only=True):
-            points.append(Point(name, int(p.data.params["size"]), int(p.data.params["seed"]), dict(p.data.metrics)))
-    return dict(study.data.params), licenses, points
+            records = read_predictions(uri, p.info.run_id) if examples else None
+            if records and labels is None and params["task"] == "classification":
+                labels = sorted({r["gold"] for r in records})  # stores written before labels were a param
+            arrays = example_arrays(records, params["task"], labels) if records else None
+            points.append(Point(name, int(p.data.params["size"]), int(p.data.params["seed"]), dict(p.data.metrics), arrays))
+    return {"params": params, "licenses": licenses, "profiles": profiles, "points": points,
+            "experiment_id": study.info.experiment_id}

@@ -3,10 +3,12 @@ torch imported once per worker, and a crash in one point cannot take the flow do
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 _pool: ProcessPoolExecutor | None = None
 _shape: tuple[int, int] | None = None
+_lock = threading.Lock()  # arms call in from several threads at once: create or replace the pool only once
 
 
 def quiet_libraries() -> None:
@@ -28,12 +30,13 @@ def _init(threads: int) -> None:
 
 def pool(workers: int, threads: int) -> ProcessPoolExecutor:
     global _pool, _shape
-    if _pool is None or _shape != (workers, threads):
-        shutdown()
-        _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_init, initargs=(threads,))
-        _shape = (workers, threads)
-    return _pool
+    with _lock:
+        if _pool is None or _shape != (workers, threads):
+            _shutdown()
+            _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init, initargs=(threads,))
+            _shape = (workers, threads)
+        return _pool
 
 
 def run(workers: int, threads: int, fn, *args, **kwargs):
@@ -42,6 +45,11 @@ def run(workers: int, threads: int, fn, *args, **kwargs):
 
 
 def shutdown() -> None:
+    with _lock:
+        _shutdown()
+
+
+def _shutdown() -> None:
     global _pool
     if _pool is not None:
         _pool.shutdown(wait=True, cancel_futures=True)

@@ -5,9 +5,15 @@ import math
 import numpy as np
 import pytest
 
+from sklearn.metrics import f1_score
+
 from tasks import mixing, scoring
+from tasks import uncertainty as unc
+from tasks.backtest import backtest
+from tasks.contamination import BenchmarkIndex
+from tasks.errors import WorkbenchError
 from tasks.ranking import Point, rank_arms, to_markdown
-from tasks.scaling import fit_curve
+from tasks.scaling import fit_arms, fit_curve
 
 D0 = [{"text": f"d0-{i}", "label": "a"} for i in range(100)]
 DK = [{"text": f"dk-{i}", "label": "b"} for i in range(50)]
@@ -88,10 +94,97 @@ def test_fallbacks_say_so():
 def test_rank_orders_by_prediction_with_delta_vs_control():
     pts = [Point(arm, s, 0, {"accuracy": base + 0.05 * math.log2(s / 16)})
            for arm, base in (("control", 0.6), ("good", 0.7), ("bad", 0.5)) for s in (16, 32, 64)]
-    rows = rank_arms(pts, {"good": "MIT"}, "accuracy", 256)
-    assert [r.arm for r in rows] == ["good", "control", "bad"]
+    r = rank_arms(pts, {"good": "MIT"}, "accuracy", 256, fit_form="power_law")
+    rows = r.rows
+    assert r.method == "fit" and "no back-test" in r.method_note
+    assert [x.arm for x in rows] == ["good", "control", "bad"]
     assert rows[0].delta_vs_control == pytest.approx(0.1) and rows[2].delta_vs_control == pytest.approx(-0.1)
     assert rows[0].license == "MIT" and rows[0].observed == pytest.approx({16: 0.7, 32: 0.75, 64: 0.8})
-    loss = rank_arms([Point(p.arm, p.size, 0, {"eval_loss": 1 - p.metrics["accuracy"]}) for p in pts], {}, "eval_loss", 256, True)
-    assert [r.arm for r in loss] == ["good", "control", "bad"]
-    assert "| 1 | good | MIT | 0.7000 | 0.7500 | 0.8000 | 0.9000 | +0.1000 | log_linear |" in to_markdown(rows, "accuracy", 256)
+    loss = rank_arms([Point(p.arm, p.size, 0, {"eval_loss": 1 - p.metrics["accuracy"]}) for p in pts], {}, "eval_loss",
+                     256, True, fit_form="power_law")
+    assert [x.arm for x in loss.rows] == ["good", "control", "bad"]
+    assert "| 1 | good | MIT | 0.7000 | 0.7500 | 0.8000 | 0.9000 |" in to_markdown(r)
+
+
+def test_shared_exponent_recovers_alpha_from_three_sizes():
+    n = np.array([32, 64, 128])
+    curves = {arm: (n, e - b * (n / 32.0) ** -0.6) for arm, e, b in (("a", 0.9, 0.4), ("b", 0.8, 0.3), ("c", 0.7, 0.1))}
+    fits = fit_arms(curves, "accuracy", True, "auto")
+    assert {f.form for f in fits.values()} == {"shared_exponent"}
+    assert fits["a"].params["alpha"] == pytest.approx(0.6, abs=0.02) and fits["b"].params["E"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_unreliable_fits_fall_back_to_the_observed_ranking():
+    pts = [Point(arm, s, 0, {"accuracy": v}) for arm, vals in (("control", (0.6, 0.62, 0.64, 0.66)),
+                                                              ("falling", (0.70, 0.66, 0.62, 0.58)))
+           for s, v in zip((16, 32, 64, 128), vals)]
+    r = rank_arms(pts, {}, "accuracy", 1024, method="fit")
+    assert r.method == "fit" and "not improving" in r.rows[1].note
+    auto = rank_arms(pts, {}, "accuracy", 1024)
+    assert auto.method == "observed" and "does not support" in auto.method_note  # the back-test saw it too
+    assert [x.arm for x in auto.rows] == ["control", "falling"] and auto.rows[0].predicted == pytest.approx(0.66)
+    three = rank_arms([p for p in pts if p.size < 128], {}, "accuracy", 1024)  # too few sizes to back-test
+    assert three.method == "observed" and "1 arm fit(s) are unreliable" in three.method_note
+
+
+def _examples(p_correct: float, n: int, rng) -> dict:
+    correct = (rng.random(n) < p_correct).astype(float)
+    gold = rng.integers(0, 2, n)
+    return {"correct": correct, "gold": gold, "pred": np.where(correct == 1, gold, 1 - gold),
+            "gold_logprob": np.log(np.clip(rng.normal(p_correct, 0.05, n), 0.01, 1)), "gold_tokens": np.ones(n)}
+
+
+def test_bootstrap_intervals_p_best_and_significance():
+    rng = np.random.default_rng(0)
+    truth = {"control": 0.60, "better": 0.78, "same": 0.60, "worse": 0.40}
+    pts = []
+    for arm, acc in truth.items():
+        for s in (50, 100, 200):
+            for seed in (0, 1):
+                ex = _examples(acc + 0.02 * math.log2(s / 50), 400, rng)
+                pts.append(Point(arm, s, seed, {"accuracy": ex["correct"].mean()}, ex))
+    r = rank_arms(pts, {}, "accuracy", 800, n_boot=200, confidence=0.9)
+    by = {x.arm: x for x in r.rows}
+    assert [x.arm for x in r.rows][0] == "better" and r.rows[-1].arm == "worse"
+    assert (by["better"].significance, by["worse"].significance, by["same"].significance) == ("+", "-", "~")
+    assert sum(x.p_best for x in r.rows) == pytest.approx(1.0) and by["better"].p_best > 0.95
+    for x in r.rows:
+        assert x.interval[0] <= x.predicted <= x.interval[1]
+        assert x.arm == "control" or x.delta_interval[0] <= x.delta_vs_control <= x.delta_interval[1]
+    assert {(d["arm"], d["size"]) for d in r.per_size} == {(a, s) for a in ("better", "same", "worse") for s in (50, 100, 200)}
+    assert r.point_intervals[("better", 200)][0] < r.rows[0].observed[200] < r.point_intervals[("better", 200)][1]
+    assert set(r.bands) == set(truth) and "90% percentile bootstrap" in to_markdown(r)
+
+
+def test_resampling_with_the_identity_reproduces_every_metric():
+    rng = np.random.default_rng(1)
+    ex = _examples(0.7, 300, rng)
+    idx = np.arange(300)[None]
+    assert unc.metric_values(ex, "accuracy", idx)[0] == pytest.approx(ex["correct"].mean())
+    assert unc.metric_values(ex, "macro_f1", idx)[0] == pytest.approx(f1_score(ex["gold"], ex["pred"], average="macro"))
+    assert unc.metric_values(ex, "eval_loss", idx)[0] == pytest.approx(-ex["gold_logprob"].mean())
+
+
+def test_backtest_scores_by_hand_and_picks_the_better_method():
+    # truth at the held-out size 400 reverses the order seen at 200; extrapolation of the clean trends gets it right
+    means = {"a": {50: 0.50, 100: 0.60, 200: 0.70, 400: 0.80},   # steep
+             "b": {50: 0.70, 100: 0.72, 200: 0.74, 400: 0.76},   # flat
+             "c": {50: 0.40, 100: 0.45, 200: 0.50, 400: 0.55}}
+    result = backtest(means, "accuracy", False, "power_law")
+    fit, base = result["rows"]
+    assert base["pairwise_accuracy"] == pytest.approx(2 / 3) and base["top1_regret"] == pytest.approx(0.04)
+    assert base["mean_abs_error"] == pytest.approx((0.10 + 0.02 + 0.05) / 3)
+    assert fit["pairwise_accuracy"] == 1.0 and fit["spearman"] == pytest.approx(1.0) and result["winner"] == "fit"
+    with pytest.raises(WorkbenchError, match="needs at least 3 mixture sizes"):
+        backtest({a: {50: 0.5, 100: 0.6} for a in "ab"}, "accuracy", False)
+
+
+def test_contamination_exact_near_and_short_phrases():
+    long_item = "the film opens with a long shot of the harbour at dawn and the camera never looks away"
+    index = BenchmarkIndex([long_item, "An utterly charming and very funny little picture, really.", "so good"])
+    assert index.match("The film opens with a long shot of the harbour at dawn, and the camera never looks away!") == "exact"
+    assert index.match("I loved it: a long shot of the harbour at dawn and the camera never looks away from it") == "near"
+    assert index.match("critics agree: an utterly charming and very funny little picture really, go see it") == "near"
+    assert index.match("this was so good") is None  # short phrases are common language: exact match only
+    assert index.match("so good") == "exact"
+    assert index.match("the film opens with a long shot of the harbour at noon") is None

@@ -81,11 +81,42 @@ def test_unknown_model(tmp_path, tiny_model):
     assert "model.source: 'nobody-here/no-such-model' is not in the local Hugging Face cache" in text
 
 
-def test_benchmark_overlap_with_training_data(tmp_path, tiny_model):
+def _leaky(tmp_path):
     leaky = tmp_path / "leaky.jsonl"
-    leaky.write_text((FIXTURES / "candidate_clean.jsonl").read_text() + "".join((FIXTURES / "benchmark.jsonl").read_text().splitlines(True)[:3]))
-    text = _problems(tmp_path, tiny_model, entries={"clean": {**sentiment_entry("x"), "path": str(leaky)}})
-    assert "benchmark overlaps training data: 3 of 40 benchmark examples also appear in candidate 'clean'" in text
+    copies = (FIXTURES / "benchmark.jsonl").read_text().splitlines(True)[:3]
+    leaky.write_text((FIXTURES / "candidate_clean.jsonl").read_text() + "".join(copies).replace("i found", "I found"))
+    return {"clean": {**sentiment_entry("x"), "path": str(leaky)}}
+
+
+def test_benchmark_copies_are_removed_and_counted(tmp_path, tiny_model):
+    arm = _check(tmp_path, tiny_model, entries=_leaky(tmp_path)).arms[1]
+    assert arm.contamination == {"checked": 243, "exact": 3, "near": 0, "removed": 3} and arm.rows == 240
+    assert arm.profile["contaminated"] == 3 and arm.profile["removed_share"] == round(3 / 243, 4)
+
+
+def test_benchmark_copies_flagged_are_kept(tmp_path, tiny_model):
+    arm = _check(tmp_path, tiny_model, entries=_leaky(tmp_path), contamination={"mode": "flag"}).arms[1]
+    assert arm.contamination["exact"] == 3 and arm.contamination["removed"] == 0 and arm.rows == 243
+
+
+def test_benchmark_copies_fail_when_asked(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, entries=_leaky(tmp_path), contamination={"mode": "fail"})
+    assert "contamination: 3 of 243 rows of candidate 'clean'" in text and "contamination.mode is 'fail'" in text
+
+
+def test_benchmark_that_is_the_training_split_is_an_error(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, entries={"clean": sentiment_entry("benchmark.jsonl")})
+    assert "40 of 40 rows of candidate 'clean'" in text and "more than half" in text
+
+
+def test_unknown_contamination_mode_and_intervals_without_resamples(tmp_path, tiny_model):
+    one = tmp_path / "one.jsonl"
+    one.write_text((FIXTURES / "benchmark.jsonl").read_text().splitlines(True)[0])
+    bench = {"data": {"source": str(one), "columns": {"text": "sentence"}, "label_names": ["negative", "positive"]}}
+    assert "leave nothing to resample" in _problems(tmp_path, tiny_model, benchmark=bench)
+    assert _check(tmp_path, tiny_model, benchmark=bench, seeds=2).arms
+    with pytest.raises(Exception, match="Input should be 'remove', 'flag' or 'fail'"):
+        _check(tmp_path, tiny_model, contamination={"mode": "drop"})
 
 
 def test_every_problem_at_once(tmp_path, tiny_model):

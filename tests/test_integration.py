@@ -1,4 +1,7 @@
-"""`curate run` end to end on the tiny model: 2 candidates + control x 2 sizes, real Prefect and MLflow."""
+"""`curate run` end to end on the tiny model, real Prefect and MLflow: a clean candidate, a label-flipped one and
+one holding copies of benchmark items, plus the control; 3 sizes x 2 seeds. The random-init tiny model learns
+too little for the known-truth *order* (that runs on SmolLM2 in test_slow_gpu.py); here the contamination catch,
+the run tree, intervals, P(best), significance marks and the back-test are checked."""
 
 import csv
 import json
@@ -8,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
 from flows.cli import app
 
 pytestmark = pytest.mark.integration
@@ -17,9 +20,15 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory, tiny_model, prefect_harness):
     tmp = tmp_path_factory.mktemp("e2e")
+    leaky = tmp / "leaky.jsonl"  # clean rows plus 10 copies of benchmark items
+    bench = (FIXTURES / "benchmark.jsonl").read_text().splitlines(True)
+    leaky.write_text("".join((FIXTURES / "candidate_clean.jsonl").read_text().splitlines(True)[120:] + bench[:10]))
     write_catalog(tmp / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl"),
-                                    "flipped": sentiment_entry("candidate_flipped.jsonl")})
-    path = write_study(tmp, sentiment_study(tmp, tiny_model, ["clean", "flipped"]))
+                                    "flipped": sentiment_entry("candidate_flipped.jsonl"),
+                                    "copy": {**sentiment_entry("x"), "path": str(leaky)}})
+    study = sentiment_study(tmp, tiny_model, ["clean", "flipped", "copy"], seeds=2, mixture={"sizes": [16, 32, 64]},
+                            ranking={"bootstrap": 200}, primary_metric="gold_logprob")
+    path = write_study(tmp, study)
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     uri = f"sqlite:///{tmp / 'out' / 'mlflow.db'}"
@@ -39,8 +48,9 @@ def test_run_tree_has_three_levels(finished_study):
     studies = [r for r in runs if parent[r.info.run_id] is None]
     arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
     points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
-    assert len(studies) == 1 and len(arms) == 3 and len(points) == 6
-    assert {a.data.tags["curate.arm"] for a in arms} == {"control", "clean", "flipped"}
+    assert len(studies) == 1 and len(arms) == 4 and len(points) == 24
+    assert {a.data.tags["curate.arm"] for a in arms} == {"control", "clean", "flipped", "copy"}
+    assert {(p.data.params["size"], p.data.params["seed"]) for p in points} == {(s, e) for s in ("16", "32", "64") for e in "01"}
     assert all(r.info.status == "FINISHED" for r in runs)
     for p in points:
         assert {"size", "seed", "d0_share", "model", "candidate", "learning_rate", "lora_r"} <= set(p.data.params)
@@ -49,7 +59,11 @@ def test_run_tree_has_three_levels(finished_study):
         assert p.data.params["d0_share"] == ("1.0" if p.data.tags["curate.arm"] == "control" else "0.5")
     for a in arms:
         history = client.get_metric_history(a.info.run_id, "accuracy")
-        assert sorted(m.step for m in history) == [16, 32]
+        assert sorted(m.step for m in history) == [16, 32, 64]  # one value per size: the mean over seeds
+    copy = next(a for a in arms if a.data.tags["curate.arm"] == "copy")
+    assert copy.data.metrics["contamination_exact"] == 10 and copy.data.metrics["contamination_removed"] == 10
+    assert copy.data.params["profile.rows"] == "120" and json.loads(copy.data.params["profile.labels"]) == {"negative": 60, "positive": 60}
+    assert int(copy.data.params["profile.tokens_p50"]) > 0
 
 
 def test_point_artifacts_adapter_loads_and_predictions_complete(finished_study, tiny_model, tmp_path):
@@ -59,7 +73,7 @@ def test_point_artifacts_adapter_loads_and_predictions_complete(finished_study, 
     _, uri, _ = finished_study
     mlflow.set_tracking_uri(uri)
     _, runs = _runs(uri)
-    point = next(r for r in runs if r.info.run_name == "clean/size=32/seed=0")
+    point = next(r for r in runs if r.info.run_name == "clean/size=32/seed=1")
     adapter = mlflow.artifacts.download_artifacts(run_id=point.info.run_id, artifact_path="adapter", dst_path=str(tmp_path))
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
@@ -76,14 +90,34 @@ def test_ranking_artifacts_and_content(finished_study, tmp_path):
     assert {"ranking.csv", "ranking.md", "scaling.png", "fits.json", "study.resolved.json"} <= names
     local = client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))
     rows = list(csv.DictReader(open(local)))
-    assert {r["arm"] for r in rows} == {"control", "clean", "flipped"}
-    predicted = [float(r["predicted@512"]) for r in rows]
+    assert {r["arm"] for r in rows} == {"control", "clean", "flipped", "copy"}
+    est = next(k for k in rows[0] if k.startswith(("predicted@", "observed@")))
+    predicted = [float(r[est]) for r in rows]
     assert predicted == sorted(predicted, reverse=True)
     control = next(r for r in rows if r["arm"] == "control")
-    assert float(control["delta_vs_control"]) == 0.0
+    assert float(control["delta_vs_control"]) == 0.0 and control["sig"] == ""
+    assert sum(float(r["p_best"]) for r in rows) == pytest.approx(1.0, abs=0.02)
     for r in rows:
-        assert float(r["delta_vs_control"]) == pytest.approx(float(r["predicted@512"]) - float(control["predicted@512"]), abs=2e-4)
-    assert study.data.tags["curate.best_arm"] == rows[0]["arm"] and "predicted at size 512" in output
+        assert float(r["delta_vs_control"]) == pytest.approx(float(r[est]) - float(control[est]), abs=2e-4)
+        lo, hi = map(float, r["90% interval"].strip("[]").split(","))
+        assert lo <= float(r[est]) <= hi
+        assert r["arm"] == "control" or r["sig"] in {"+", "-", "~"}
+    copy = next(r for r in rows if r["arm"] == "copy")
+    assert copy["contaminated"] == "10" and copy["removed"] == "10" and copy["rows"] == "120"
+    assert study.data.tags["curate.best_arm"] == rows[0]["arm"] and "gold_logprob at size 512" in output
+    assert "Agreement with the ranking on accuracy" in output
+
+
+def test_backtest_command_prints_fidelity_table(finished_study):
+    _, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    result = CliRunner().invoke(app, ["backtest", study.info.run_id, "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "fit on [16, 32], predict 64" in result.output and "baseline (observed at 32)" in result.output
+    assert "pairwise_accuracy" in result.output
+    metrics = client.get_run(study.info.run_id).data.metrics
+    assert 0 <= metrics["backtest_baseline_pairwise_accuracy"] <= 1 and "backtest_fit_mean_abs_error" in metrics
 
 
 def test_rank_reproduces_ranking_from_mlflow_alone(finished_study, tmp_path):

@@ -36,6 +36,28 @@ def test_small_study_with_real_smollm2(tmp_path, prefect_harness):
         assert p.data.metrics["gold_logprob"] < 0 and p.data.metrics["train_tokens_per_s"] > 0
 
 
+@pytest.mark.slow
+def test_known_truth_study_orders_arms_and_catches_planted_copies(tmp_path, prefect_harness):
+    """deployments/studies/sst2-known-truth.yaml with the real SmolLM2 (~7 min on 2 cores): clean > control >
+    label-flipped, the flipped arm's gain significantly negative, and the benchmark copies caught."""
+    import csv
+
+    import yaml
+
+    study = yaml.safe_load((ROOT / "deployments" / "studies" / "sst2-known-truth.yaml").read_text())
+    study.update(output_dir=str(tmp_path / "out"), catalog_dir=str(ROOT / "catalog"))
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    print(result.output)
+    print((tmp_path / "out" / "ranking" / "ranking.md").read_text())
+    rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "out" / "ranking" / "ranking.csv"))}
+    est = next(k for k in rows["control"] if k.startswith(("predicted@", "observed@")))
+    assert float(rows["sst2-extra"][est]) > float(rows["control"][est]) > float(rows["sst2-label-flipped"][est])
+    assert rows["sst2-label-flipped"]["sig"] == "-"
+    assert rows["sst2-validation"]["contaminated"] == "200" and rows["sst2-validation"]["removed"] == "200"
+    assert "contamination: candidate 'sst2-validation': 200 exact" in result.output
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_qlora_4bit_and_bf16_on_cuda(tiny_model, tmp_path):

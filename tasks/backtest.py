@@ -1,0 +1,73 @@
+"""Back-test: hold out the largest measured size, predict it from the smaller ones, and compare the
+extrapolation with the single-scale baseline ("rank by the largest remaining size"). Plain functions.
+
+DataDecide (2025) found that baseline gets ~80% of pairwise decisions right and that no scaling-law
+method beat it, so the ranking uses the extrapolation only when this back-test supports it.
+"""
+
+from itertools import combinations
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from tasks.errors import WorkbenchError
+from tasks.scaling import fit_arms
+
+MIN_SIZES = 3
+COLUMNS = ("method", "spearman", "kendall_tau", "pairwise_accuracy", "top1_regret", "mean_abs_error")
+
+
+def _pairwise(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Share of arm pairs ordered as the truth orders them (a tie in the prediction counts half)."""
+    scores = []
+    for i, j in combinations(range(len(truth)), 2):
+        if truth[i] == truth[j]:
+            continue
+        d = np.sign(pred[i] - pred[j]) * np.sign(truth[i] - truth[j])
+        scores.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def scores(pred: np.ndarray, truth: np.ndarray, lower_is_better: bool) -> dict:
+    sign = -1 if lower_is_better else 1
+    rho = spearmanr(pred, truth).statistic if np.ptp(pred) and np.ptp(truth) else float("nan")
+    tau = kendalltau(pred, truth).statistic if np.ptp(pred) and np.ptp(truth) else float("nan")
+    best_true = np.max(sign * truth)
+    picked = sign * truth[np.argmax(sign * pred)]
+    return {"spearman": float(rho), "kendall_tau": float(tau), "pairwise_accuracy": _pairwise(sign * pred, sign * truth),
+            "top1_regret": float(best_true - picked), "mean_abs_error": float(np.mean(np.abs(pred - truth)))}
+
+
+def backtest(means: dict[str, dict[int, float]], metric: str, lower_is_better: bool, form: str = "auto") -> dict:
+    """means: arm -> size -> observed metric. Returns the held-out size, per-arm predictions and both methods' scores."""
+    sizes = sorted(set.intersection(*(set(m) for m in means.values())))
+    if len(sizes) < MIN_SIZES:
+        raise WorkbenchError(f"a back-test needs at least {MIN_SIZES} mixture sizes measured in every arm "
+                             f"(one held out, two or more to fit); this study has {len(sizes)}: {sizes}")
+    if len(means) < 2:
+        raise WorkbenchError("a back-test compares arms; this study has only one")
+    held, rest = sizes[-1], sizes[:-1]
+    arms = sorted(means)
+    fits = fit_arms({a: (rest, [means[a][s] for s in rest]) for a in arms}, metric, not lower_is_better, form)
+    truth = np.array([means[a][held] for a in arms])
+    fitted = np.array([float(fits[a].predict(held)) for a in arms])
+    baseline = np.array([means[a][rest[-1]] for a in arms])
+    rows = [{"method": f"fit ({fits[arms[0]].form} on {', '.join(map(str, rest))})", **scores(fitted, truth, lower_is_better)},
+            {"method": f"baseline (observed at {rest[-1]})", **scores(baseline, truth, lower_is_better)}]
+    fit_wins = (rows[0]["pairwise_accuracy"] > rows[1]["pairwise_accuracy"] or
+                (rows[0]["pairwise_accuracy"] == rows[1]["pairwise_accuracy"]
+                 and rows[0]["mean_abs_error"] < rows[1]["mean_abs_error"]))
+    return {"held_out": held, "fitted_on": rest, "rows": rows, "winner": "fit" if fit_wins else "observed",
+            "arms": {a: {"truth": float(t), "fit": float(f), "baseline": float(b)}
+                     for a, t, f, b in zip(arms, truth, fitted, baseline)}}
+
+
+def to_markdown(result: dict, metric: str) -> str:
+    head = f"Back-test on {metric}: fit on sizes {result['fitted_on']}, predict held-out size {result['held_out']}\n\n"
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join([r["method"], *[f"{r[c]:.3f}" for c in COLUMNS[1:]]]) + " |" for r in result["rows"]]
+    arms = ["", "| arm | observed | fit | baseline |", "|---|---|---|---|"]
+    arms += [f"| {a} | {v['truth']:.4f} | {v['fit']:.4f} | {v['baseline']:.4f} |" for a, v in result["arms"].items()]
+    verdict = ("the extrapolation beat the single-scale baseline" if result["winner"] == "fit"
+               else "the extrapolation did not beat the single-scale baseline")
+    return head + "\n".join(lines + arms) + f"\n\nVerdict: {verdict}; the ranking uses '{result['winner']}'.\n"
