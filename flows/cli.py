@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 for _k, _v in {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_k, _v)
 
 import typer  # noqa: E402
@@ -145,9 +146,15 @@ def backtest(study_run_id: str = typer.Argument(..., help="MLflow run id of a fi
                   "Logged on the study run (backtest_* metrics, backtest.md).")
 
 
+TERMINAL_HIDDEN = ("license", "duplicates", "tokens_p50", "method")  # in ranking.csv/.md; too wide for a terminal
+
+
 def _print_ranking(result: dict, name: str) -> None:
-    title = f"{name + ': ' if name else ''}{result['metric']} at size {result['target_size']}"
-    console.print(_table(result["rows"], title))
+    title = f"{name + ': ' if name else ''}{result['metric']} at size {result['target_size']} (all columns: ranking.md)"
+    short = {"delta_vs_control": "delta", "contaminated": "contam.", "removed": "rm"}
+    rows = [{short.get(k, k).replace(result["metric"] + "@", "@").replace(" interval", " int."): v
+             for k, v in r.items() if k not in TERMINAL_HIDDEN} for r in result["rows"]]
+    console.print(_table(rows, title))
     console.print(result["method_note"], markup=False, highlight=False)
     if result["agreement"]:
         console.print(result["agreement"], markup=False, highlight=False)
