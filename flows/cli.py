@@ -20,6 +20,11 @@ app = typer.Typer(help="Which candidate dataset, mixed into your data, improves 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="List and validate catalog entries.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+from flows.team import deploy, pools_app, stack_app  # noqa: E402
+
+app.add_typer(stack_app, name="stack")
+app.add_typer(pools_app, name="pools")
+app.command()(deploy)
 console = Console(width=None if sys.stdout.isatty() else 200)  # logs and CI: don't fold the ranking table
 
 
@@ -74,12 +79,16 @@ def _print_contamination(study, inputs) -> None:
 
 @app.command()
 def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
-        concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study).")):
-    """Validate, then train and evaluate every point, then rank. Progress is logged per point."""
+        concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study)."),
+        work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
+                                      "$CURATE_WORK_POOL; needs PREFECT_API_URL).")):
+    """Validate, then train and evaluate every point not finished before, then rank. Progress is logged per point."""
     try:
         study, inputs = _check(study_path)
         if concurrency:
             study.concurrency = concurrency
+        if work_pool:
+            study.work_pool = work_pool
     except WorkbenchError as err:
         _fail(err)
     n = len(inputs.arms) * len(study.mixture.sizes) * study.seeds
@@ -95,6 +104,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
         _fail(err)
     minutes = (time.perf_counter() - start) / 60
     _print_ranking(result, study.name)
+    console.print(f"points trained: {result['points_trained']}, reused from earlier runs: {result['points_reused']}")
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
                   f"MLflow UI : mlflow ui --backend-store-uri {result['tracking_uri']}\n"
                   f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
@@ -158,6 +168,82 @@ def _print_ranking(result: dict, name: str) -> None:
     console.print(result["method_note"], markup=False, highlight=False)
     if result["agreement"]:
         console.print(result["agreement"], markup=False, highlight=False)
+
+
+@app.command()
+def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
+           deployment: str = typer.Option("curate/study", help="Deployment of the parent flow.")):
+    """Validate here, then start the study as a flow run of the `curate/study` deployment on the team server."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
+    try:
+        study, _ = _check(study_path)
+    except WorkbenchError as err:
+        _fail(err)
+    run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False)
+    ui = PREFECT_API_URL.value().removesuffix("/api")
+    console.print(f"submitted flow run '{run.name}' ({run.id}) of {deployment}\n"
+                  f"Prefect UI: {ui}/runs/flow-run/{run.id}\nProgress:   curate status {study_path}")
+
+
+@app.command()
+def status(study: str = typer.Argument(None, help="Study YAML file or study name (default: every study in the store)."),
+           tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow store (default: "
+                                            "$MLFLOW_TRACKING_URI, or the study file's own store)."),
+           run_id: str = typer.Option(None, "--run", help="A particular study run (default: the latest)."),
+           points: bool = typer.Option(True, help="Show every point, not only the arms.")):
+    """Each arm and point of a study as queued / running / completed / failed, with durations (MLflow + Prefect)."""
+    from tasks import tracking
+    from tasks.status import study_status
+
+    name = study
+    if study and Path(study).is_file():
+        from tasks.study import load_study
+
+        try:
+            spec = load_study(study)
+        except WorkbenchError as err:
+            _fail(err)
+        name, tracking_uri = spec.name, tracking_uri or tracking.tracking_uri(spec.output_path)
+    if not tracking_uri:
+        _fail(WorkbenchError("no MLflow store given: pass a study file, --tracking-uri, or set MLFLOW_TRACKING_URI"))
+    names = [name] if name else sorted(e.name for e in tracking.MlflowClient(tracking_uri).search_experiments()
+                                        if e.name != "Default")
+    for n in names:
+        info = study_status(tracking_uri, n, run_id)
+        if not info:
+            console.print(f"{n}: no study run in {tracking_uri}")
+            continue
+        fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) and v < 10 else str(v))  # noqa: E731
+        extra = (f", {int(info['trained'])} points trained, {int(info['reused'])} reused"
+                 if info["trained"] is not None else "")
+        console.print(f"[bold]{n}[/]: study run {info['run_id']} {info['state']} ({fmt(info['seconds'])} s{extra})")
+        console.print(_table([{k: fmt(v) for k, v in a.items()} for a in info["arms"]], "arms"))
+        if points:
+            metric = info["primary_metric"] or "metric"
+            console.print(_table([{**{k: fmt(v) for k, v in p.items() if k != "metric"}, metric: fmt(p["metric"])}
+                                  for p in info["points"]], "points"))
+
+
+@catalog_app.command("publish")
+def catalog_publish(directory: Path = typer.Option(Path("catalog"), "--dir", help="Catalog folder."),
+                    everything: bool = typer.Option(False, "--all", help="Announce every entry, changed or not.")):
+    """Validate the catalog, find entries new or changed since the last publish, and emit `catalog.changed`
+    (the `reevaluate` deployment's trigger) naming them."""
+    from tasks.catalog import publish
+
+    try:
+        result = publish(directory, everything)
+    except WorkbenchError as err:
+        _fail(err)
+    if not result["changed"]:
+        console.print(f"nothing changed in {directory} since the last publish; no event emitted (use --all to force)")
+        return
+    console.print(f"emitted catalog.changed for {', '.join(result['changed'])} (event {result['event_id']}); "
+                  f"state saved in {result['state_file']}")
 
 
 @catalog_app.command("list")

@@ -34,6 +34,11 @@ class CatalogEntry(Strict):
             raise ValueError("give 'hub_id', 'path' or both")
         return self
 
+    def fingerprint(self) -> str:
+        """What of the entry decides its rows (not its description or size hint): compared on re-evaluation."""
+        from tasks.data import fingerprint
+        return fingerprint(self.model_dump(exclude={"description", "size_hint"}))
+
     def data_ref(self) -> DataRef:
         return DataRef(source=self.path or self.hub_id, split=self.split, columns=self.columns,
                        label_names=self.label_names)
@@ -69,3 +74,44 @@ def unknown_candidate(name: str, entries: dict[str, CatalogEntry]) -> str:
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"Unknown candidate '{name}'.{hint} Available: {', '.join(sorted(entries)) or '(none)'}"
+
+
+PUBLISHED = ".published.json"  # in the catalog folder: entry fingerprints as of the last `curate catalog publish`
+
+
+def publish(directory: str | Path, everything: bool = False) -> dict:
+    """Validate the catalog, compare entry fingerprints with the last publish, and emit one `catalog.changed` event
+    naming the new or changed entries (payload: names, changed, removed, catalog_dir). Saves the new state after."""
+    import json
+
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.data import fingerprint
+    from tasks.errors import WorkbenchError
+
+    directory = Path(directory).resolve()
+    entries = load_catalog(directory)
+    if not PREFECT_API_URL.value():
+        raise WorkbenchError("publishing emits an event to the Prefect server: set PREFECT_API_URL (`curate stack up` "
+                             "prints it)")
+    state_file = directory / PUBLISHED
+    old = json.loads(state_file.read_text()) if state_file.exists() else {}
+    now = {name: e.fingerprint() for name, e in entries.items()}
+    changed = sorted(n for n in now if everything or old.get(n) != now[n])
+    removed = sorted(set(old) - set(now))
+    if not changed and not removed:
+        return {"changed": [], "removed": [], "state_file": str(state_file), "event_id": None}
+    event = emit_event(event="catalog.changed",
+                       resource={"prefect.resource.id": f"curate.catalog.{fingerprint(str(directory))}",
+                                 "prefect.resource.name": str(directory)},
+                       payload={"names": ",".join(changed), "changed": changed, "removed": removed,
+                                "catalog_dir": str(directory), "fingerprints": {n: now[n] for n in changed}})
+    EventsWorker.drain_all(timeout=30)
+    if event is None:
+        raise WorkbenchError(f"the event was not sent to {PREFECT_API_URL.value()} (is the server up?)")
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
+    tmp.replace(state_file)
+    return {"changed": changed, "removed": removed, "state_file": str(state_file), "event_id": str(event.id)}

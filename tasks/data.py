@@ -1,7 +1,10 @@
 """Load datasets from local files, installed packages, a local Hub mirror or the Hub; normalize rows to the task."""
 
+import errno
 import gzip
 import hashlib
+import logging
+import time
 import importlib.util
 import json
 import os
@@ -22,6 +25,40 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 class DataError(WorkbenchError):
     """A dataset could not be read or does not fit the task."""
+
+
+TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.ECONNRESET, errno.ECONNREFUSED,
+                    errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def transient(err: BaseException) -> bool:
+    """A failure worth retrying: network, timeouts, a flaky shared filesystem, a 5xx/429 from the Hub."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status >= 500 or status == 429
+    if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:
+        return True
+    cause = err.__cause__ or err.__context__
+    return cause is not None and cause is not err and transient(cause)
+
+
+def with_retries(fn, *args, what: str = "", attempts: int | None = None, base_delay: float | None = None, **kwargs):
+    """Call fn, retrying transient I/O failures with exponential backoff (1 s, 2 s, 4 s by default;
+    CURATE_IO_RETRIES / CURATE_IO_BACKOFF). Anything else — a bad file, a missing column — fails at once."""
+    attempts = attempts or int(os.environ.get("CURATE_IO_RETRIES", "4"))
+    delay = base_delay if base_delay is not None else float(os.environ.get("CURATE_IO_BACKOFF", "1"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - filtered by transient()
+            if attempt == attempts or not transient(err):
+                raise
+            logging.getLogger("curate").warning("%s: transient failure (%s: %s); retry %d/%d in %.0f s", what or fn.__name__,
+                                                type(err).__name__, err, attempt, attempts - 1, delay)
+            time.sleep(delay)
+            delay *= 2
 
 
 def _suffix(path: Path) -> str:
@@ -95,7 +132,7 @@ def load_split(ref: DataRef) -> datasets.Dataset:
     where = resolve_source(ref.source)
     if isinstance(where, str):  # only the Hub can serve it
         try:
-            return datasets.load_dataset(where, split=ref.split)
+            return with_retries(datasets.load_dataset, where, split=ref.split, what=f"loading {where} from the Hub")
         except Exception as err:  # the Hub client raises many types; keep the cause, name the source
             raise DataError(f"'{ref.source}': could not load split '{ref.split}' from the Hub "
                             f"(set {MIRROR_ENV} to a local mirror when offline): {err}") from err
@@ -113,7 +150,8 @@ def load_split(ref: DataRef) -> datasets.Dataset:
     if builder == "json" and sum(check_jsonl(f) for f in files) == 0:
         raise DataError(f"'{ref.source}': the dataset is empty (no rows in {', '.join(f.name for f in files)})")
     try:
-        return datasets.load_dataset(builder, data_files={base_split: [str(f) for f in files]}, split=ref.split)
+        return with_retries(datasets.load_dataset, builder, data_files={base_split: [str(f) for f in files]},
+                            split=ref.split, what=f"reading {ref.source}")
     except ValueError as err:  # bad slice syntax or bounds, or no rows at all
         if "corresponds to no data" in str(err):
             raise DataError(f"'{ref.source}': the dataset is empty (split '{ref.split}' has no rows)") from None

@@ -24,6 +24,7 @@ class Arm(BaseModel):
     license: str
     rows: int
     catalog_version: int | None = None
+    entry_fingerprint: str | None = None  # the catalog entry's fingerprint (None for the control)
     contamination: dict = {}  # Counts of the candidate's rows that matched the benchmark (D0's for the control)
     profile: dict = {}        # rows, duplicates, labels, share removed, token lengths (added once the tokenizer is known)
 
@@ -199,6 +200,7 @@ def _write(study, d0, bench, labels, contam, cand_rows, entries, write) -> Input
         counts = contam.get(name, {})
         arms.append(Arm(name=name, data=str(path), data_fingerprint=fingerprint(rows), license=entries[name].license,
                         rows=len(rows), catalog_version=entries[name].version, contamination=counts,
+                        entry_fingerprint=entries[name].fingerprint(),
                         profile=_profile(rows, study.task, counts, entries[name].license)))
     if write:
         for path, rows in files:

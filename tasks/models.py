@@ -98,8 +98,12 @@ def _convert_gguf(gguf: Path) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    if target.exists() and not (target / "config.json").exists():
+        shutil.rmtree(target, ignore_errors=True)  # a broken folder from an old crash
+    try:
+        tmp.rename(target)
+    except OSError:  # another worker converted it at the same time and won: keep theirs, never delete it under them
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -154,7 +154,10 @@ class Study(Strict):
     output_dir: str = Field("runs/{name}", description="Where mixtures, adapters and the embedded MLflow store go. "
                             "'{name}' is replaced by the study name.")
     catalog_dir: str = Field("catalog", description="Folder of catalog entry YAML files.")
-    concurrency: int = Field(1, gt=0, description="Arms trained at once (worker processes).")
+    concurrency: int = Field(1, gt=0, description="Arms trained at once: worker processes in-process, or arm "
+                             "flow runs in flight on the work pool (this study's cap; the pool's limit still applies).")
+    work_pool: str | None = Field(None, description="Prefect work pool whose 'evaluate-arm' deployment runs the arms "
+                                  "(see deployments/prefect.yaml). Empty: $CURATE_WORK_POOL, else arms run in-process.")
     ranking: Ranking = Field(default_factory=Ranking, description="Intervals, fit form and ranking method.")
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
 
@@ -197,6 +200,11 @@ class Study(Strict):
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
+
+    @property
+    def pool(self) -> str | None:
+        import os
+        return self.work_pool or os.environ.get("CURATE_WORK_POOL") or None
 
     @property
     def output_path(self) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tasks import __version__
 from tasks.ranking import Point
 
 PARENT = "mlflow.parentRunId"
+REUSED_TAG = "curate.reused_from"
 
 
 def tracking_uri(output_dir: Path) -> str:
@@ -34,18 +36,38 @@ def open_experiment(uri: str, name: str, output_dir: Path) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (Path(output_dir).resolve() / "mlartifacts").as_uri()
+    # a tracking server stores (or proxies) artifacts itself; an embedded SQLite store keeps them beside it
+    location = (Path(output_dir).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
     return client.create_experiment(name, artifact_location=location)
 
 
+def owner_tags() -> dict:
+    """Who runs this: host, process and Prefect flow run, so a later run can tell a dead owner's run from a live one."""
+    from prefect.runtime import flow_run
+
+    return {"curate.host": socket.gethostname(), "curate.pid": os.getpid(),
+            "curate.worker": os.environ.get("CURATE_WORKER_NAME", socket.gethostname()),
+            "curate.prefect_flow_run_id": flow_run.id or ""}
+
+
 def start_run(uri: str, experiment_id: str, name: str, parent: str | None = None,
-              tags: dict | None = None, params: dict | None = None) -> str:
+              tags: dict | None = None, params: dict | None = None, queued: bool = False) -> str:
+    """A new run (status RUNNING, or SCHEDULED for queued=True) carrying its owner's host, pid and flow run."""
     client = MlflowClient(uri)
-    tags = {**(tags or {}), "curate.code_version": code_version(), **({PARENT: parent} if parent else {})}
+    tags = {**owner_tags(), **(tags or {}), "curate.code_version": code_version(), **({PARENT: parent} if parent else {})}
     run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
     if params:
         log_params(uri, run.info.run_id, params)
+    if queued:
+        client.update_run(run.info.run_id, status="SCHEDULED")
     return run.info.run_id
+
+
+def claim_run(uri: str, run_id: str) -> None:
+    """A queued run starts here: RUNNING, owned by this process and flow run."""
+    client = MlflowClient(uri)
+    client.update_run(run_id, status="RUNNING")
+    set_tags(uri, run_id, owner_tags())
 
 
 def log_params(uri: str, run_id: str, params: dict) -> None:
@@ -72,8 +94,37 @@ def set_tags(uri: str, run_id: str, tags: dict) -> None:
         client.set_tag(run_id, k, str(v))
 
 
-def end_run(uri: str, run_id: str, ok: bool = True) -> None:
+def end_run(uri: str, run_id: str, ok: bool = True, reason: str | None = None) -> None:
+    if reason:
+        set_tags(uri, run_id, {"curate.failure": reason})
     MlflowClient(uri).set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def fail_unfinished(uri: str, run_id: str, reason: str) -> list[str]:
+    """Mark a run and every descendant still RUNNING or SCHEDULED as FAILED (their owner is gone); return their ids."""
+    client = MlflowClient(uri)
+    failed = []
+    for child in children(uri, run_id):
+        failed += fail_unfinished(uri, child.info.run_id, reason)
+    if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
+        end_run(uri, run_id, ok=False, reason=reason)
+        failed.append(run_id)
+    return failed
+
+
+def finished_points(uri: str, experiment_id: str, fingerprints: list[str]) -> dict[str, object]:
+    """Finished point runs in the experiment by point fingerprint (the original run, not a copy, when both exist)."""
+    if not fingerprints:
+        return {}
+    wanted, found = set(fingerprints), {}
+    runs = MlflowClient(uri).search_runs([experiment_id], "tags.`curate.point_fingerprint` LIKE '%' and "
+                                         "attributes.status = 'FINISHED'", max_results=50000,
+                                         order_by=["attributes.start_time ASC"])
+    for run in runs:  # tag values cannot be matched with IN: filter here (a study holds hundreds of runs, not millions)
+        fp = run.data.tags["curate.point_fingerprint"]
+        if fp in wanted and (fp not in found or (REUSED_TAG in found[fp].data.tags and REUSED_TAG not in run.data.tags)):
+            found[fp] = run
+    return found
 
 
 def children(uri: str, run_id: str, finished_only: bool = False) -> list:
@@ -81,6 +132,17 @@ def children(uri: str, run_id: str, finished_only: bool = False) -> list:
     parent = client.get_run(run_id)
     query = f"tags.`{PARENT}` = '{run_id}'" + (" and attributes.status = 'FINISHED'" if finished_only else "")
     return client.search_runs([parent.info.experiment_id], query, max_results=10000)
+
+
+def latest_study_run(uri: str, name: str):
+    """The newest study run of the experiment `name`, or None."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], "tags.`curate.catalog_fingerprint` != ''", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
 
 
 PROFILE = "profile.json"  # on each arm run: rows, duplicates, labels, contamination, token lengths
