@@ -1,6 +1,7 @@
 # Two commands, each sets itself up on a fresh clone:
 #   make demo   - create .venv, install, run the demo study (offline SmolLM2, SQLite MLflow, no servers)
-#   make test   - create .venv, install, run the tests (offline, CPU, tiny models)
+#   make test   - create .venv, install, run the tests (offline, CPU, tiny models; the team-stack tests need
+#                 the local PostgreSQL on 127.0.0.1:5432, started when it is down, skipped when there is none)
 PY      ?= python3
 VENV    ?= .venv
 MIRROR  ?= $(abspath ../shared/datasets)
@@ -26,6 +27,8 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+	# the team stack tests in a process of their own (no temporary Prefect server left over from the others)
+	$(VENV)/bin/python -m pytest -q -m team
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow

@@ -7,7 +7,9 @@ from pathlib import Path
 
 for _k, _v in {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
-               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+               # heartbeats every 30 s (Prefect's default is 180): the zombie-run automation waits 90 s for one
+               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}.items():
     os.environ.setdefault(_k, _v)
 
 import typer  # noqa: E402
@@ -89,6 +91,10 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
             study.concurrency = concurrency
         if work_pool:
             study.work_pool = work_pool
+        if study.pool:  # the server, pool, deployment and the pool's limit: checked before any compute
+            from tasks.steps import arm_deployment
+
+            arm_deployment.fn(study)
     except WorkbenchError as err:
         _fail(err)
     n = len(inputs.arms) * len(study.mixture.sizes) * study.seeds

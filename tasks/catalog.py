@@ -84,8 +84,10 @@ def publish(directory: str | Path, everything: bool = False) -> dict:
     naming the new or changed entries (payload: names, changed, removed, catalog_dir). Saves the new state after."""
     import json
 
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
+    import asyncio
+
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
     from prefect.settings import PREFECT_API_URL
 
     from tasks.data import fingerprint
@@ -103,14 +105,20 @@ def publish(directory: str | Path, everything: bool = False) -> dict:
     removed = sorted(set(old) - set(now))
     if not changed and not removed:
         return {"changed": [], "removed": [], "state_file": str(state_file), "event_id": None}
-    event = emit_event(event="catalog.changed",
-                       resource={"prefect.resource.id": f"curate.catalog.{fingerprint(str(directory))}",
-                                 "prefect.resource.name": str(directory)},
-                       payload={"names": ",".join(changed), "changed": changed, "removed": removed,
-                                "catalog_dir": str(directory), "fingerprints": {n: now[n] for n in changed}})
-    EventsWorker.drain_all(timeout=30)
-    if event is None:
-        raise WorkbenchError(f"the event was not sent to {PREFECT_API_URL.value()} (is the server up?)")
+    event = Event(event="catalog.changed",
+                  resource={"prefect.resource.id": f"curate.catalog.{fingerprint(str(directory))}",
+                            "prefect.resource.name": str(directory)},
+                  payload={"names": ",".join(changed), "changed": changed, "removed": removed,
+                           "catalog_dir": str(directory), "fingerprints": {n: now[n] for n in changed}})
+
+    async def send():  # straight to the server and awaited: a CLI must not exit with the event still queued
+        async with get_events_client() as client:
+            await client.emit(event)
+
+    try:
+        asyncio.run(send())
+    except Exception as err:  # noqa: BLE001 - connection refused, timeouts: say where it went
+        raise WorkbenchError(f"could not send catalog.changed to {PREFECT_API_URL.value()}: {err}") from err
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
     tmp.replace(state_file)

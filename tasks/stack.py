@@ -201,12 +201,14 @@ def down(folder: Path) -> list[str]:
 
 
 ZOMBIE_AUTOMATION = "curate: crash zombie flow runs"
+WORKBENCH_FLOWS = ("curate", "evaluate-arm", "reevaluate")
 
 
 def ensure_zombie_automation(api_url: str, within_s: int | None = None) -> None:
     """Prefect's documented zombie-run detection: a flow run whose heartbeats stop (its worker machine died or was
     killed) is marked Crashed, so the parent flow learns about it and marks the arm's unfinished runs FAILED.
-    Workers must emit heartbeats: PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 (or more)."""
+    Flow runs must beat more often than the window: PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 (set by `curate` and by
+    every pool template in infra/pools/)."""
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -230,6 +232,9 @@ def ensure_zombie_automation(api_url: str, within_s: int | None = None) -> None:
                 expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
                         "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
                 match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+                # only the workbench's flows, which beat every 30 s; other flows keep Prefect's 180 s default
+                match_related=ResourceSpecification({"prefect.resource.role": "flow",
+                                                     "prefect.resource.name": list(WORKBENCH_FLOWS)}),
                 for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1, within=within),
             actions=[ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
                                         message="No heartbeat: the worker running this flow run is gone.")],

@@ -137,3 +137,21 @@ def test_validate_reports_bad_study_without_training(tmp_path, tiny_model):
     assert result.exit_code == 2
     assert "Unknown candidate 'claen'. Did you mean 'clean'?" in result.output and "size 999" in result.output
     assert not (tmp_path / "out" / "mlflow.db").exists()
+
+
+def test_rerun_reuses_every_finished_point_and_status_shows_it(finished_study):
+    """Same study again: every point has a finished run of the same fingerprint, so nothing trains; the new study
+    run holds copies tagged with their origin (predictions included), and the ranking is the same."""
+    tmp, uri, _ = finished_study
+    result = CliRunner().invoke(app, ["run", str(tmp / "study.yaml")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "points trained: 0, reused from earlier runs: 24" in result.output
+    client, runs = _runs(uri)
+    studies = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert len(studies) == 2
+    rankings = [open(client.download_artifacts(s.info.run_id, "ranking.csv", str(tmp / s.info.run_id))).read()
+                for s in studies]
+    assert rankings[0] == rankings[1]
+    status = CliRunner().invoke(app, ["status", str(tmp / "study.yaml")])
+    assert status.exit_code == 0, status.output
+    assert status.output.count("completed (reused)") == 24 and studies[1].info.run_id in status.output

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
 from flows.cli import app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.team]
 BIN = Path(sys.executable).parent
 
 
@@ -80,6 +80,20 @@ class Team:
             return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
 
 
+def _drop_stale_test_databases() -> None:
+    """Databases left by an earlier test session that was killed before its teardown."""
+    from tasks.stack import StackConfig, _connect, drop_databases
+
+    conn = _connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'curate_test_%'")
+        pids = {name.split("_")[2] for (name,) in cur.fetchall()}
+    conn.close()
+    for pid in pids:
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) or pid == str(os.getpid()):
+            drop_databases(StackConfig(prefix=f"curate_test_{pid}"))
+
+
 def _tree(runs) -> tuple[list, list, list]:
     parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
     studies = [r for r in runs if parent[r.info.run_id] is None]
@@ -92,7 +106,7 @@ def _tree(runs) -> tuple[list, list, list]:
 def team(tmp_path_factory, tiny_model):
     if not _postgres_available():
         pytest.skip("no PostgreSQL reachable at 127.0.0.1:5432 (and none to start here)")
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from tasks.stack import StackConfig, create_pool, down, drop_databases, up
 
@@ -100,7 +114,7 @@ def team(tmp_path_factory, tiny_model):
     cfg = StackConfig(folder=tmp / "stack", prefix=f"curate_test_{os.getpid()}", prefect_port=_free_port(),
                       mlflow_port=_free_port())
     os.environ["CURATE_ZOMBIE_AFTER_S"] = "60"  # no heartbeat for 60 s (they come every 30 s): gone (default 90)
-    drop_databases(cfg)
+    _drop_stale_test_databases()
     env = {**os.environ, "PREFECT_API_URL": cfg.prefect_api, "MLFLOW_TRACKING_URI": cfg.mlflow_uri,
            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "PREFECT_WORKER_QUERY_SECONDS": "2",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -109,7 +123,7 @@ def team(tmp_path_factory, tiny_model):
     try:
         up(cfg, log=lambda *_: None)
         os.environ.update(PREFECT_API_URL=cfg.prefect_api, MLFLOW_TRACKING_URI=cfg.mlflow_uri)
-        with temporary_settings({PREFECT_API_URL: cfg.prefect_api}):
+        with temporary_settings({PREFECT_API_URL: cfg.prefect_api, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
             create_pool("t-control", "process", None)
             create_pool("t-arms", "process", 2)
             studies = tmp / "studies"
@@ -169,6 +183,15 @@ def test_study_through_deployments_lands_in_mlflow_server(team, deployed_study):
     client = team.mlflow()
     assert "ranking.csv" in {a.path for a in client.list_artifacts(studies[0].info.run_id)}
     assert "points trained: 6, reused from earlier runs: 0" in output
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        form = prefect.read_deployment_by_name("curate/study").parameter_openapi_schema
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ranking-team-study"])))
+    assert {"task", "candidates", "mixture", "work_pool"} <= set(form["definitions"]["Study"]["properties"])  # UI form
+    parent = next(fr for fr in team.flow_runs("curate") if fr.name == "team-study")
+    assert [a.flow_run_id for a in artifacts] == [parent.id]  # the ranking table on the parent flow run
 
 
 def test_same_study_in_process_for_comparison(team, deployed_study, tiny_model):
@@ -198,7 +221,7 @@ def test_study_asking_more_than_the_pool_allows_is_refused(team, deployed_study)
 
 
 def test_killed_worker_then_resume_recomputes_only_unfinished_points(team, deployed_study, tiny_model):
-    path = _study(team, tiny_model, "kill-study", ["clean"], mixture={"sizes": [16, 32, 64, 128]}, concurrency=2,
+    path = _study(team, tiny_model, "kill-study", ["clean"], mixture={"sizes": [16, 32, 64, 96]}, concurrency=2,
                   training={"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "max_length": 48,
                             "eval_batch_size": 20, "lora": {"r": 4, "alpha": 8}})
     runner = subprocess.Popen([str(BIN / "curate"), "run", str(path)], env=team.env, cwd=team.tmp,
@@ -206,6 +229,7 @@ def test_killed_worker_then_resume_recomputes_only_unfinished_points(team, deplo
     victim = None
     deadline = time.time() + 240
     while victim is None and time.time() < deadline:  # wait for an arm with a finished point and one in progress
+        assert runner.poll() is None, runner.communicate()[0][-3000:]
         _, arms, points = _tree(team.runs("kill-study"))
         for arm in arms:
             mine = [p for p in points if p.data.tags["mlflow.parentRunId"] == arm.info.run_id]
@@ -246,7 +270,7 @@ def test_catalog_change_reevaluates_only_the_changed_arm(team, deployed_study):
     entry = yaml.safe_load((catalog / "flipped.yaml").read_text())
     entry.update(split="train[:100]", version=2)  # fewer rows: the arm's mixtures change
     (catalog / "flipped.yaml").write_text(yaml.safe_dump(entry))
-    arm_runs_before = len(team.flow_runs("evaluate-arm"))
+    before = {fr.id for fr in team.flow_runs("evaluate-arm")}
     second = CliRunner().invoke(app, ["catalog", "publish", "--dir", str(catalog)])
     assert second.exit_code == 0 and "emitted catalog.changed for flipped (" in second.output
     run = _wait_reevaluations(team, 2)
@@ -260,8 +284,9 @@ def test_catalog_change_reevaluates_only_the_changed_arm(team, deployed_study):
                      if p.data.tags["mlflow.parentRunId"] in mine and "curate.reused_from" not in p.data.tags)
     reused = [p for p in points if p.data.tags["mlflow.parentRunId"] in mine and "curate.reused_from" in p.data.tags]
     assert trained == ["flipped", "flipped"] and len(reused) == 4
-    new_arm_flows = team.flow_runs("evaluate-arm")[:len(team.flow_runs("evaluate-arm")) - arm_runs_before]
-    assert len(team.flow_runs("evaluate-arm")) - arm_runs_before == 1, new_arm_flows  # only the changed arm on the pool
+    new = [fr for fr in team.flow_runs("evaluate-arm") if fr.id not in before]
+    on_pool = [fr.name for fr in new if fr.deployment_id is not None]
+    assert on_pool == ["team-study/flipped"], new  # only the changed arm went to the pool; the others only copied runs
 
 
 def _wait_reevaluations(team, n: int, timeout: float = 240):
