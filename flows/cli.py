@@ -178,7 +178,8 @@ def _print_ranking(result: dict, name: str) -> None:
 
 @app.command()
 def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
-           deployment: str = typer.Option("curate/study", help="Deployment of the parent flow.")):
+           deployment: str = typer.Option("curate/study", help="Deployment of the parent flow."),
+           work_pool: str = typer.Option(None, help="Work pool for the arms (overrides the study's work_pool).")):
     """Validate here, then start the study as a flow run of the `curate/study` deployment on the team server."""
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
@@ -187,6 +188,12 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
         _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
     try:
         study, _ = _check(study_path)
+        if work_pool:
+            study.work_pool = work_pool
+        if study.pool:
+            from tasks.steps import arm_deployment
+
+            arm_deployment.fn(study)
     except WorkbenchError as err:
         _fail(err)
     run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False)

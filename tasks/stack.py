@@ -253,7 +253,10 @@ def create_pool(name: str, kind: str, limit: int | None, api_url: str | None = N
     template = json.loads(TEMPLATES[kind].read_text())
     with temporary_settings({PREFECT_API_URL: api_url} if api_url else {}), get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(name)
+            existing = client.read_work_pool(name)
+            if existing.type != kind:
+                raise StackError(f"work pool '{name}' exists with type {existing.type}, not {kind}; pick another name "
+                                 f"or delete it first: prefect work-pool delete {name}")
             client.update_work_pool(name, WorkPoolUpdate(base_job_template=template, concurrency_limit=limit))
             action = "updated"
         except ObjectNotFound:

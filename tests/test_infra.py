@@ -159,3 +159,17 @@ def test_runs_of_a_dead_process_are_marked_failed(tmp_path):
     client = tracking.MlflowClient(uri)
     assert client.get_run(orphan).info.status == "FAILED" and "owner gone" in client.get_run(orphan).data.tags["curate.failure"]
     assert client.get_run(live).info.status == "RUNNING"
+
+
+def test_compose_file_matches_the_stack_command():
+    """Docker cannot run here: check the compose file's wiring against what `curate stack up` does."""
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "mlflow", "prefect", "control-worker", "gpu-worker"} <= set(services)
+    initdb = (ROOT / "infra" / "initdb" / "01-databases.sql").read_text()
+    assert "curate_prefect" in initdb and "curate_mlflow" in initdb  # the names StackConfig uses
+    assert "curate_mlflow" in services["mlflow"]["command"] and "SqlAlchemyStore" in services["mlflow"]["command"]
+    assert services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/curate_prefect")
+    assert "--pool curate-gpu --type docker" in services["gpu-worker"]["command"]
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    assert "CURATE_PROJECT_DIR=/opt/curate" in dockerfile and "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30" in dockerfile
