@@ -112,8 +112,12 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
     _print_ranking(result, study.name)
     console.print(f"points trained: {result['points_trained']}, reused from earlier runs: {result['points_reused']}")
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
-                  f"MLflow UI : mlflow ui --backend-store-uri {result['tracking_uri']}\n"
+                  f"MLflow UI : {_mlflow_ui(result['tracking_uri'])}\n"
                   f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
+
+
+def _mlflow_ui(uri: str) -> str:
+    return uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
 
 
 @app.command()
@@ -196,7 +200,8 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
             arm_deployment.fn(study)
     except WorkbenchError as err:
         _fail(err)
-    run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False)
+    run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False,
+                         flow_run_name=study.name)
     ui = PREFECT_API_URL.value().removesuffix("/api")
     console.print(f"submitted flow run '{run.name}' ({run.id}) of {deployment}\n"
                   f"Prefect UI: {ui}/runs/flow-run/{run.id}\nProgress:   curate status {study_path}")
@@ -230,14 +235,18 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
         if not info:
             console.print(f"{n}: no study run in {tracking_uri}")
             continue
-        fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) and v < 10 else str(v))  # noqa: E731
+        def fmt(v, key=""):
+            if v is None:
+                return ""
+            return f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float) else str(v)
+
         extra = (f", {int(info['trained'])} points trained, {int(info['reused'])} reused"
                  if info["trained"] is not None else "")
-        console.print(f"[bold]{n}[/]: study run {info['run_id']} {info['state']} ({fmt(info['seconds'])} s{extra})")
-        console.print(_table([{k: fmt(v) for k, v in a.items()} for a in info["arms"]], "arms"))
+        console.print(f"[bold]{n}[/]: study run {info['run_id']} {info['state']} ({fmt(info['seconds'], 'seconds')} s{extra})")
+        console.print(_table([{k: fmt(v, k) for k, v in a.items()} for a in info["arms"]], "arms"))
         if points:
             metric = info["primary_metric"] or "metric"
-            console.print(_table([{**{k: fmt(v) for k, v in p.items() if k != "metric"}, metric: fmt(p["metric"])}
+            console.print(_table([{**{k: fmt(v, k) for k, v in p.items() if k != "metric"}, metric: fmt(p["metric"])}
                                   for p in info["points"]], "points"))
 
 

@@ -8,11 +8,13 @@ from tasks import tracking
 STATES = {"SCHEDULED": "queued", "RUNNING": "running", "FINISHED": "completed", "FAILED": "failed", "KILLED": "failed"}
 
 
-def _duration(info) -> float | None:
-    if not info.start_time:
+def _duration(info, tags: dict | None = None) -> float | None:
+    """Seconds from start (for an arm: from when a worker claimed it, not from when it was queued) to end or now."""
+    start = int((tags or {}).get("curate.claimed_ms", 0)) or info.start_time
+    if not start:
         return None
     end = info.end_time or (int(time.time() * 1000) if info.status == "RUNNING" else None)
-    return None if end is None else round((end - info.start_time) / 1000, 1)
+    return None if end is None else round((end - start) / 1000, 1)
 
 
 def _prefect_states(flow_run_ids: list[str]) -> dict[str, str]:
@@ -66,7 +68,7 @@ def study_status(uri: str, study_name: str, run_id: str | None = None) -> dict:
         done = sum(1 for pt in points if pt["arm"] == name and pt["state"].startswith("completed"))
         flow = flow_states.get(arm.data.tags.get("curate.prefect_flow_run_id", ""), "")
         arms.append({"arm": name, "state": STATES.get(arm.info.status, arm.info.status.lower()),
-                     "points": f"{done}/{len(sizes) * len(seeds)}", "seconds": _duration(arm.info),
+                     "points": f"{done}/{len(sizes) * len(seeds)}", "seconds": _duration(arm.info, arm.data.tags),
                      "flow_run": flow, "why": arm.data.tags.get("curate.failure", "")})
     return {"study": study_name, "run_id": study.info.run_id, "state": STATES.get(study.info.status, study.info.status),
             "seconds": _duration(study.info), "primary_metric": params.get("primary_metric", ""),

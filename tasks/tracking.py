@@ -67,7 +67,8 @@ def claim_run(uri: str, run_id: str) -> None:
     """A queued run starts here: RUNNING, owned by this process and flow run."""
     client = MlflowClient(uri)
     client.update_run(run_id, status="RUNNING")
-    set_tags(uri, run_id, owner_tags())
+    import time
+    set_tags(uri, run_id, {**owner_tags(), "curate.claimed_ms": int(time.time() * 1000)})
 
 
 def log_params(uri: str, run_id: str, params: dict) -> None:
