@@ -218,6 +218,9 @@ def test_study_asking_more_than_the_pool_allows_is_refused(team, deployed_study)
     result = CliRunner().invoke(app, ["run", str(path), "--concurrency", "5"])
     assert result.exit_code != 0
     assert "asks for 5 arms at once but work pool 't-arms' allows 2" in result.output
+    result = CliRunner().invoke(app, ["run", str(path), "--work-pool", "t-armz"])
+    assert result.exit_code != 0 and "no work pool 't-armz'" in result.output and "t-arms" in result.output
+    assert len(_tree(team.runs("team-study"))[0]) == 1  # refused before any run was opened
 
 
 def test_killed_worker_then_resume_recomputes_only_unfinished_points(team, deployed_study, tiny_model):
