@@ -91,11 +91,15 @@ def run_arm(study: Study, inputs: Inputs, arm: Arm, model_dir: str, uri: str, st
         return evaluate_arm(study, arm.name, arm_run_id, uri, inputs, model_dir)
     from prefect.deployments import run_deployment
 
-    with _slots[study_run_id]:
-        child = run_deployment(deployment, as_subflow=True, flow_run_name=f"{study.name}/{arm.name}",
-                               parameters={"study": study.model_dump(mode="json"), "arm_name": arm.name,
-                                           "arm_run_id": arm_run_id, "tracking_uri": uri},
-                               poll_interval=2)
+    try:
+        with _slots[study_run_id]:
+            child = run_deployment(deployment, as_subflow=True, flow_run_name=f"{study.name}/{arm.name}",
+                                   parameters={"study": study.model_dump(mode="json"), "arm_name": arm.name,
+                                               "arm_run_id": arm_run_id, "tracking_uri": uri},
+                                   poll_interval=2)
+    except BaseException as err:  # the server went away, or we were cancelled: the queued arm must not linger
+        tracking.fail_unfinished(uri, arm_run_id, f"dispatch failed: {type(err).__name__}: {err}"[:500])
+        raise
     run = tracking.MlflowClient(uri).get_run(arm_run_id)
     if not child.state.is_completed() or run.info.status != "FINISHED":
         lost = tracking.fail_unfinished(uri, arm_run_id, f"arm flow run '{child.name}' ended {child.state.name}")

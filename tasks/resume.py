@@ -34,8 +34,8 @@ def reuse_point(uri: str, source, experiment_id: str, arm_run: str, name: str, t
         try:
             path = client.download_artifacts(source.info.run_id, "predictions.jsonl", tmp)
             tracking.log_artifact(uri, run_id, path)
-        except Exception:  # noqa: BLE001 - an old run without predictions: metrics still rank, intervals skip it
-            pass
+        except Exception as err:  # noqa: BLE001 - an old run without predictions: metrics still rank, intervals skip it
+            tracking.set_tags(uri, run_id, {"curate.predictions_missing": f"{type(err).__name__}: {err}"[:250]})
     tracking.end_run(uri, run_id)
     return dict(source.data.metrics)
 

@@ -220,11 +220,8 @@ def ensure_zombie_automation(api_url: str, within_s: int | None = None) -> None:
 
     within = timedelta(seconds=within_s or int(os.environ.get("CURATE_ZOMBIE_AFTER_S", "90")))
     with temporary_settings({PREFECT_API_URL: api_url}):
-        try:
-            if Automation.read(name=ZOMBIE_AUTOMATION):
-                return
-        except ValueError:
-            pass
+        if _automation_exists(Automation, ZOMBIE_AUTOMATION):
+            return
         Automation(
             name=ZOMBIE_AUTOMATION,
             trigger=EventTrigger(
@@ -239,6 +236,13 @@ def ensure_zombie_automation(api_url: str, within_s: int | None = None) -> None:
             actions=[ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
                                         message="No heartbeat: the worker running this flow run is gone.")],
         ).create()
+
+
+def _automation_exists(automation_cls, name: str) -> bool:
+    try:
+        return bool(automation_cls.read(name=name))
+    except ValueError:  # Prefect's "no automation with this name"
+        return False
 
 
 def create_pool(name: str, kind: str, limit: int | None, api_url: str | None = None) -> dict:
