@@ -22,7 +22,7 @@ app = typer.Typer(help="Which candidate dataset, mixed into your data, improves 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="List and validate catalog entries.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-from flows.team import deploy, pools_app, stack_app  # noqa: E402
+from flows.team import deploy, pools_app, require_server, stack_app  # noqa: E402
 
 app.add_typer(stack_app, name="stack")
 app.add_typer(pools_app, name="pools")
@@ -46,14 +46,24 @@ def _table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def _check(study_path: Path):
+def _check(study_path: Path, work_pool: str | None = None, concurrency: int | None = None):
+    """Validate the study (and, when its arms go to a work pool, the server, pool, deployment and pool limit)."""
     from tasks.inputs import check_study
     from tasks.study import load_study
     from tasks.workers import quiet_libraries
 
     quiet_libraries()
     study = load_study(study_path)
-    return study, check_study(study, write=False)
+    inputs = check_study(study, write=False)
+    if concurrency:
+        study.concurrency = concurrency
+    if work_pool:
+        study.work_pool = work_pool
+    if study.pool:
+        from tasks.steps import arm_deployment
+
+        arm_deployment.fn(study)
+    return study, inputs
 
 
 @app.command()
@@ -86,15 +96,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
                                       "$CURATE_WORK_POOL; needs PREFECT_API_URL).")):
     """Validate, then train and evaluate every point not finished before, then rank. Progress is logged per point."""
     try:
-        study, inputs = _check(study_path)
-        if concurrency:
-            study.concurrency = concurrency
-        if work_pool:
-            study.work_pool = work_pool
-        if study.pool:  # the server, pool, deployment and the pool's limit: checked before any compute
-            from tasks.steps import arm_deployment
-
-            arm_deployment.fn(study)
+        study, inputs = _check(study_path, work_pool, concurrency)
     except WorkbenchError as err:
         _fail(err)
     n = len(inputs.arms) * len(study.mixture.sizes) * study.seeds
@@ -188,16 +190,9 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
+    require_server()
     try:
-        study, _ = _check(study_path)
-        if work_pool:
-            study.work_pool = work_pool
-        if study.pool:
-            from tasks.steps import arm_deployment
-
-            arm_deployment.fn(study)
+        study, _ = _check(study_path, work_pool)
     except WorkbenchError as err:
         _fail(err)
     run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False,
@@ -235,11 +230,6 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
         if not info:
             console.print(f"{n}: no study run in {tracking_uri}")
             continue
-        def fmt(v, key=""):
-            if v is None:
-                return ""
-            return f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float) else str(v)
-
         extra = (f", {int(info['trained'])} points trained, {int(info['reused'])} reused"
                  if info["trained"] is not None else "")
         console.print(f"[bold]{n}[/]: study run {info['run_id']} {info['state']} ({fmt(info['seconds'], 'seconds')} s{extra})")
@@ -248,6 +238,13 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
             metric = info["primary_metric"] or "metric"
             console.print(_table([{**{k: fmt(v, k) for k, v in p.items() if k != "metric"}, metric: fmt(p["metric"])}
                                   for p in info["points"]], "points"))
+
+
+def fmt(v, key: str = "") -> str:
+    """A status cell: seconds with one decimal, metrics with four."""
+    if v is None:
+        return ""
+    return f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 @catalog_app.command("publish")

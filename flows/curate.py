@@ -28,14 +28,14 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
     copy of the data and model and checks they match what the parent validated."""
     log = get_run_logger()
     uri = tracking_uri
-    if inputs is None:
-        inputs = steps.prepare_inputs(study)
-        model_dir = steps.prepare_model(study)
-    arm = steps.arm_of(inputs, arm_name, uri, arm_run_id)
-    tracking.claim_run(uri, arm_run_id)
-    exp = tracking.MlflowClient(uri).get_run(arm_run_id).info.experiment_id
     trained_n = reused_n = 0
-    try:
+    try:  # any failure, preparation on a worker included, ends the arm run FAILED with its reason
+        if inputs is None:
+            inputs = steps.prepare_inputs(study)
+            model_dir = steps.prepare_model(study)
+        arm = steps.arm_of(inputs, arm_name, uri, arm_run_id)
+        tracking.claim_run(uri, arm_run_id)
+        exp = tracking.MlflowClient(uri).get_run(arm_run_id).info.experiment_id
         grid = [(size, seed) for size in study.mixture.sizes for seed in study.seed_list]
         per_size: dict[int, list[dict]] = {}
         for k, (size, seed) in enumerate(grid, 1):
@@ -64,7 +64,7 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
         raise
     tracking.log_metrics(uri, arm_run_id, {"points_trained": trained_n, "points_reused": reused_n})
     tracking.end_run(uri, arm_run_id)
-    return {"arm": arm.name, "arm_run_id": arm_run_id, "trained": trained_n, "reused": reused_n}
+    return {"arm": arm_name, "arm_run_id": arm_run_id, "trained": trained_n, "reused": reused_n}
 
 
 def _train_point(study, inputs, arm, model_dir, uri, exp, arm_run_id, mix, size, seed, name, tags) -> dict:

@@ -1,6 +1,7 @@
 """`curate stack|pools|deploy`: the team server (Prefect + MLflow on PostgreSQL), work pools and deployments."""
 
 import os
+import sys
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,14 @@ def _fail(err: Exception) -> None:
     console.print("[bold red]error:[/]", end=" ")
     console.print(str(err), markup=False, highlight=False)
     raise typer.Exit(2)
+
+
+def require_server() -> None:
+    """Commands that talk to the team server stop here, with the way to get one, when none is configured."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
 
 
 @stack_app.command("up")
@@ -65,8 +74,7 @@ def pools_create(arm_pool: str = typer.Option("curate-gpu", help="Pool for the a
     """Create or update both pools on $PREFECT_API_URL."""
     from tasks.stack import StackError, create_pool
 
-    if not os.environ.get("PREFECT_API_URL"):
-        _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
+    require_server()
     try:
         for pool in (create_pool(control_pool, "process", None), create_pool(arm_pool, kind, gpus)):
             console.print(f"{pool['action']} work pool '{pool['pool']}' (type {pool['type']}, concurrency limit "
@@ -82,11 +90,10 @@ def deploy(arm_pool: str = typer.Option("curate-gpu", help="Work pool of the arm
            studies: str = typer.Option("deployments/studies", help="Study files/folders `reevaluate` watches (comma-separated)."),
            project_dir: str = typer.Option(str(ROOT), help="Where workers find this project (/opt/curate in the image).")):
     """Register deployments/prefect.yaml on $PREFECT_API_URL: curate/study, evaluate-arm/arm, reevaluate/on-catalog-change."""
-    if not os.environ.get("PREFECT_API_URL"):
-        _fail(WorkbenchError("PREFECT_API_URL is not set; start the stack (`curate stack up`) and source its stack.env"))
+    require_server()
     env = {**os.environ, "CURATE_ARM_POOL": arm_pool, "CURATE_CONTROL_POOL": control_pool, "CURATE_STUDIES": studies,
            "CURATE_PROJECT_DIR": project_dir}
-    prefect = str(Path(os.sys.executable).with_name("prefect"))
+    prefect = str(Path(sys.executable).with_name("prefect"))
     done = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:

@@ -82,9 +82,8 @@ PUBLISHED = ".published.json"  # in the catalog folder: entry fingerprints as of
 def publish(directory: str | Path, everything: bool = False) -> dict:
     """Validate the catalog, compare entry fingerprints with the last publish, and emit one `catalog.changed` event
     naming the new or changed entries (payload: names, changed, removed, catalog_dir). Saves the new state after."""
-    import json
-
     import asyncio
+    import json
 
     from prefect.events import Event
     from prefect.events.clients import get_events_client

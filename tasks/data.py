@@ -3,12 +3,12 @@
 import errno
 import gzip
 import hashlib
-import logging
-import time
 import importlib.util
 import json
+import logging
 import os
 import re
+import time
 import zipfile
 from pathlib import Path
 

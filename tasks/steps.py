@@ -9,13 +9,14 @@ from prefect.artifacts import create_table_artifact
 
 from tasks import mixing, resume, tracking, workers
 from tasks.data import fingerprint, read_jsonl, write_jsonl
+from tasks.errors import StudyInvalid
 from tasks.evaluation import score_adapter
 from tasks.inputs import Arm, Inputs, check_study
 from tasks.models import resolve_model
-from tasks.errors import StudyInvalid
 from tasks.report import rank_from_mlflow
 from tasks.study import Study
 from tasks.training import train_adapter as _train
+
 
 @task
 def prepare_inputs(study: Study) -> Inputs:

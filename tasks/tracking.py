@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from mlflow.entities import RunStatus
@@ -67,7 +68,6 @@ def claim_run(uri: str, run_id: str) -> None:
     """A queued run starts here: RUNNING, owned by this process and flow run."""
     client = MlflowClient(uri)
     client.update_run(run_id, status="RUNNING")
-    import time
     set_tags(uri, run_id, {**owner_tags(), "curate.claimed_ms": int(time.time() * 1000)})
 
 
@@ -78,7 +78,6 @@ def log_params(uri: str, run_id: str, params: dict) -> None:
 
 def log_metrics(uri: str, run_id: str, metrics: dict, step: int = 0) -> None:
     from mlflow.entities import Metric
-    import time
     now = int(time.time() * 1000)
     MlflowClient(uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
@@ -115,16 +114,13 @@ def fail_unfinished(uri: str, run_id: str, reason: str) -> list[str]:
 
 def finished_points(uri: str, experiment_id: str, fingerprints: list[str]) -> dict[str, object]:
     """Finished point runs in the experiment by point fingerprint (the original run, not a copy, when both exist)."""
-    if not fingerprints:
-        return {}
-    wanted, found = set(fingerprints), {}
-    runs = MlflowClient(uri).search_runs([experiment_id], "tags.`curate.point_fingerprint` LIKE '%' and "
-                                         "attributes.status = 'FINISHED'", max_results=50000,
-                                         order_by=["attributes.start_time ASC"])
-    for run in runs:  # tag values cannot be matched with IN: filter here (a study holds hundreds of runs, not millions)
-        fp = run.data.tags["curate.point_fingerprint"]
-        if fp in wanted and (fp not in found or (REUSED_TAG in found[fp].data.tags and REUSED_TAG not in run.data.tags)):
-            found[fp] = run
+    client, found = MlflowClient(uri), {}
+    for fp in dict.fromkeys(fingerprints):  # tag values cannot be matched with IN: one equality query each
+        runs = client.search_runs([experiment_id], f"tags.`curate.point_fingerprint` = '{fp}' and "
+                                  "attributes.status = 'FINISHED'", max_results=100)
+        originals = [r for r in runs if REUSED_TAG not in r.data.tags]
+        if runs:
+            found[fp] = (originals or runs)[0]
     return found
 
 
