@@ -5,6 +5,10 @@ class WorkbenchError(Exception):
     """A problem with the user's input, reported before any compute."""
 
 
+class DataError(WorkbenchError):
+    """A dataset could not be read or does not fit the task."""
+
+
 class StudyInvalid(WorkbenchError):
     """One or more problems with a study, its catalog, data or model, collected and raised at once."""
 

@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "exact_match": (0.0, 1.0), "f1": (0.0, 1.0),
-          "gold_logprob": (-np.inf, 0.0), "eval_loss": (0.0, np.inf)}
+FREE = (-np.inf, np.inf)
 MIN_POWER_LAW_SIZES = 4  # 3 parameters need more than 3 distinct sizes, or the fit passes through every point
 
 
@@ -69,7 +68,7 @@ def _power_law(x, y, n_ref, increasing: bool | None, start: dict | None = None) 
     return {"E": float(best.x[0]), "B": float(best.x[1]), "alpha": float(best.x[2]), "n_ref": float(n_ref)}
 
 
-def fit_shared(curves: dict[str, tuple], metric: str = "", increasing: bool | None = None,
+def fit_shared(curves: dict[str, tuple], bounds: tuple = FREE, increasing: bool | None = None,
                start: dict[str, Fit] | None = None) -> dict[str, Fit]:
     """E_k + B_k * N^-alpha with one alpha for every arm k: 2 parameters per arm + 1, so 3 sizes are enough.
     curves: arm -> (sizes, values)."""
@@ -112,7 +111,6 @@ def fit_shared(curves: dict[str, tuple], metric: str = "", increasing: bool | No
                             **(WARM if start else TOL))
         if best is None or res.cost < best.cost:
             best = res
-    bounds = BOUNDS.get(metric, (-np.inf, np.inf))
     fits = {}
     for k, (a, (x, y)) in enumerate(zip(arms, data)):
         fit = Fit("shared_exponent", {"E": float(best.x[1 + 2 * k]), "B": float(best.x[2 + 2 * k]),
@@ -122,12 +120,11 @@ def fit_shared(curves: dict[str, tuple], metric: str = "", increasing: bool | No
     return fits
 
 
-def fit_curve(sizes, values, metric: str = "", increasing: bool | None = None, start: Fit | None = None) -> Fit:
+def fit_curve(sizes, values, bounds: tuple = FREE, increasing: bool | None = None, start: Fit | None = None) -> Fit:
     """Saturating power law with >= 4 distinct sizes; fewer fall back to log-linear (2) or a constant (1), saying so.
     increasing=True/False constrains the power law to improve with size; None leaves the direction free.
     `start`: a previous fit of the same form to start from (one start instead of several; for bootstrap refits)."""
     x, y = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
-    bounds = BOUNDS.get(metric, (-np.inf, np.inf))
     distinct = len(np.unique(x))
     if distinct >= MIN_POWER_LAW_SIZES:
         warm = start.params if start is not None and start.form == "power_law" else None
@@ -142,13 +139,14 @@ def fit_curve(sizes, values, metric: str = "", increasing: bool | None = None, s
     return fit
 
 
-def fit_arms(curves: dict[str, tuple], metric: str, increasing: bool | None, form: str = "auto",
+def fit_arms(curves: dict[str, tuple], bounds: tuple, increasing: bool | None, form: str = "auto",
              start: dict[str, Fit] | None = None) -> dict[str, Fit]:
     """Fit every arm (curves: arm -> (sizes, values)): a power law per arm, or one exponent shared by all arms.
+    bounds: where the metric's curve must stay (a share stays in [0, 1], a log-probability below 0).
     'auto': per arm with >= 4 sizes, shared with 3 (2 parameters per arm + 1); fewer sizes fall back per arm."""
     sizes = min(len(np.unique(c[0])) for c in curves.values())
     if form == "auto":
         form = "power_law" if sizes >= MIN_POWER_LAW_SIZES else "shared_exponent"
     if form == "shared_exponent" and sizes >= 3 and len(curves) >= 2:
-        return fit_shared(curves, metric, increasing, start)
-    return {a: fit_curve(x, y, metric, increasing, (start or {}).get(a)) for a, (x, y) in curves.items()}
+        return fit_shared(curves, bounds, increasing, start)
+    return {a: fit_curve(x, y, bounds, increasing, (start or {}).get(a)) for a, (x, y) in curves.items()}

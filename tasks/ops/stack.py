@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tasks.backends.tracking import init_store
 from tasks.errors import WorkbenchError
 
-INFRA = Path(__file__).resolve().parents[1] / "infra"
+INFRA = Path(__file__).resolve().parents[2] / "infra"
 TEMPLATES = {"process": INFRA / "pools" / "process.json", "docker": INFRA / "pools" / "docker-gpu.json",
              "kubernetes": INFRA / "pools" / "kubernetes-gpu.json"}
 
@@ -102,13 +103,6 @@ def drop_databases(cfg: StackConfig) -> None:
     conn.close()
 
 
-def init_mlflow_db(url: str, artifacts: str) -> None:
-    """Create MLflow's tables once, before any server worker or client: concurrent first migrations crash."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    SqlAlchemyStore(url, artifacts)
-
-
 def _up(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -157,7 +151,7 @@ def up(cfg: StackConfig, log=print) -> dict:
     if _up(f"{cfg.mlflow_uri}/health"):
         log(f"MLflow server already up at {cfg.mlflow_uri}")
     else:
-        init_mlflow_db(mlflow_db, artifacts)
+        init_store(mlflow_db, artifacts)  # MLflow's tables once, before the server's workers start
         _start("mlflow", [bin_of("mlflow"), "server", "--backend-store-uri", mlflow_db, "--artifacts-destination",
                           artifacts, "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "2",
                           *(["--allowed-hosts", "*"] if cfg.host not in ("127.0.0.1", "localhost") else [])], quiet, cfg)

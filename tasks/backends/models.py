@@ -7,17 +7,14 @@ from pathlib import Path
 
 import torch
 
-from tasks.data import HUB_ID, DataError, package_path
-from tasks.errors import WorkbenchError
-from tasks.study import ModelRef
+from tasks.backends.data import HUB_ID, package_path
+from tasks.common import cache_dir
+from tasks.errors import DataError, WorkbenchError
+from tasks.spec.study import ModelRef
 
 
 class ModelError(WorkbenchError):
     """A model reference that cannot be resolved or loaded."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curation-workbench"))
 
 
 def _local(source: str) -> Path | None:

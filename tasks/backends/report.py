@@ -6,29 +6,39 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
-from tasks import backtest as bt
-from tasks import plots, ranking, tracking
+from tasks import tasktypes
+from tasks.backends import plots, tracking
+from tasks.common import CONTROL
+from tasks.core import backtest as bt
+from tasks.core import ranking
 from tasks.errors import WorkbenchError
-from tasks.study import LOWER_IS_BETTER, TASK_METRICS
-
-DEFAULTS = {"intervals": "True", "confidence": "0.9", "bootstrap": "400", "fit": "auto", "method": "auto"}
-
-
-def _options(params: dict) -> dict:
-    """The study's ranking options as logged on the study run (defaults for stores written before they were)."""
-    o = {k: params.get(f"ranking.{k}", v) for k, v in DEFAULTS.items()}
-    return {"intervals": o["intervals"] == "True", "confidence": float(o["confidence"]), "n_boot": int(o["bootstrap"]),
-            "fit_form": o["fit"], "method": o["method"], "seed": int(params.get("seed", 0))}
+from tasks.spec.study import Study
+from tasks.tasktypes.base import TaskType
 
 
-def _companion(metric: str, task: str) -> str:
-    """The metric the ranking is compared with: the continuous gold log-prob, or the task metric when ranking on it."""
-    return "gold_logprob" if metric != "gold_logprob" else TASK_METRICS[task][0]
+def _options(study: Study, kind: TaskType, metric: str) -> dict:
+    """rank_arms' options for one metric: the study's ranking section, the metric's direction, bounds and
+    per-example form (for the bootstrap)."""
+    r = study.ranking
+    return {"intervals": r.intervals, "confidence": r.confidence, "n_boot": r.bootstrap, "fit_form": r.fit,
+            "method": r.method, "seed": study.seed, "lower_is_better": metric in kind.lower_is_better,
+            "bounds": kind.bounds(metric), "metric_fn": lambda ex, idx: kind.resample(metric, ex, idx)}
 
 
-def agreement(a: ranking.Ranking, b: ranking.Ranking) -> dict:
+def _companion(metric: str, kind: TaskType) -> str:
+    """The metric the ranking is compared with: the continuous one, or the primary when ranking on the continuous."""
+    return kind.continuous if metric != kind.continuous else kind.primary
+
+
+def _points(study: dict, kind: TaskType) -> list[ranking.Point]:
+    return [ranking.Point(p["arm"], p["size"], p["seed"], p["metrics"],
+                          kind.example_arrays(p["records"], study["context"]) if p["records"] else None)
+            for p in study["points"]]
+
+
+def agreement(a: ranking.Ranking, b: ranking.Ranking, kind: TaskType) -> dict:
     """How two rankings of the same arms agree: Kendall tau of their estimates and whether the winner is the same."""
-    ea, eb = ({r.arm: r.predicted * (-1 if r_.metric in LOWER_IS_BETTER else 1) for r in r_.rows} for r_ in (a, b))
+    ea, eb = ({r.arm: r.predicted * (-1 if r_.metric in kind.lower_is_better else 1) for r in r_.rows} for r_ in (a, b))
     arms = sorted(ea)
     tau = kendalltau([ea[x] for x in arms], [eb[x] for x in arms]).statistic if len(arms) > 2 else float("nan")
     return {"metric": b.metric, "kendall_tau": float(tau), "same_best": a.rows[0].arm == b.rows[0].arm,
@@ -38,22 +48,22 @@ def agreement(a: ranking.Ranking, b: ranking.Ranking) -> dict:
 def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | None = None) -> dict:
     """Read a finished study from MLflow, fit, back-test, bootstrap and rank; write the files and log them."""
     study = tracking.read_study(uri, study_run_id)
-    params, points = study["params"], study["points"]
-    metric = metric or params["primary_metric"]
-    target = int(params["target_size"])
+    spec, kind = study["study"], tasktypes.get(study["study"].task)
+    points = _points(study, kind)
+    metric = metric or spec.primary
+    target = spec.target_size
     if not points:
         raise WorkbenchError(f"study run {study_run_id} has no finished points to rank")
     if not any(metric in p.metrics for p in points):
         raise WorkbenchError(f"no point logged metric '{metric}'; logged: {', '.join(sorted(points[0].metrics))}")
-    opts = _options(params)
-    lower = metric in LOWER_IS_BETTER
-    result = ranking.rank_arms(points, study["licenses"], metric, target, lower, profiles=study["profiles"], **opts)
-    other = _companion(metric, params["task"])
+    result = ranking.rank_arms(points, study["licenses"], metric, target, profiles=study["profiles"],
+                               **_options(spec, kind, metric))
+    other = _companion(metric, kind)
     agree = None
     if any(other in p.metrics for p in points):
-        second = ranking.rank_arms(points, study["licenses"], other, target, other in LOWER_IS_BETTER,
-                                   **{**opts, "intervals": False})
-        agree = agreement(result, second)
+        second = ranking.rank_arms(points, study["licenses"], other, target,
+                                   **{**_options(spec, kind, other), "intervals": False})
+        agree = agreement(result, second, kind)
     extra = (f"Agreement with the ranking on {agree['metric']}: Kendall tau {agree['kendall_tau']:+.2f}, "
              f"{'same' if agree['same_best'] else 'different'} best arm (order: {', '.join(agree['order'])}).") if agree else ""
     markdown = ranking.to_markdown(result, extra)
@@ -72,9 +82,9 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         tracking.log_metrics(uri, study_run_id, backtest_metrics(result.backtest))
     for name in names:
         tracking.log_artifact(uri, study_run_id, out_dir / name)
-    best = next((r for r in result.rows if r.arm != ranking.CONTROL), result.rows[0])
-    tags = {"curate.best_arm": result.rows[0].arm, "curate.best_candidate": best.arm, "curate.ranked_on": metric,
-            "curate.ranking_method": result.method}
+    best = next((r for r in result.rows if r.arm != CONTROL), result.rows[0])
+    tags = {tracking.BEST_ARM: result.rows[0].arm, tracking.BEST_CANDIDATE: best.arm, tracking.RANKED_ON: metric,
+            tracking.METHOD: result.method}
     if agree:
         tags["curate.agreement_kendall_tau"] = f"{agree['kendall_tau']:.3f}"
     tracking.set_tags(uri, study_run_id, tags)
@@ -93,9 +103,10 @@ def backtest_metrics(result: dict) -> dict:
 def backtest_from_mlflow(uri: str, study_run_id: str, metric: str | None = None) -> dict:
     """`curate backtest`: the fidelity table of a finished study, logged on its study run."""
     study = tracking.read_study(uri, study_run_id, examples=False)
-    metric = metric or study["params"]["primary_metric"]
-    means = ranking.observed_means(study["points"], metric)
-    result = bt.backtest(means, metric, metric in LOWER_IS_BETTER, _options(study["params"])["fit_form"])
+    spec, kind = study["study"], tasktypes.get(study["study"].task)
+    metric = metric or spec.primary
+    means = ranking.observed_means(_points(study, kind), metric)
+    result = bt.backtest(means, metric, metric in kind.lower_is_better, spec.ranking.fit, kind.bounds(metric))
     markdown = bt.to_markdown(result, metric)
     tracking.log_metrics(uri, study_run_id, backtest_metrics(result))
     with tempfile.TemporaryDirectory() as tmp:

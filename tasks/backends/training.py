@@ -5,9 +5,10 @@ from pathlib import Path
 
 import torch
 
-from tasks import models, prompts
-from tasks.data import read_jsonl
-from tasks.study import Training
+from tasks import tasktypes
+from tasks.backends import models
+from tasks.backends.data import read_jsonl
+from tasks.spec.study import Training
 
 
 def lora_config(preset: Training):
@@ -30,11 +31,12 @@ def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool):
     )
 
 
-def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str, labels: list[str],
+def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str, context: dict,
                   seed: int, out_dir: str, trust_remote_code: bool = False) -> dict:
     """Fine-tune a LoRA adapter; save it under out_dir/adapter and return the training numbers."""
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     out = Path(out_dir)
@@ -43,10 +45,11 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
     model, tokenizer = models.load_for_training(Path(model_dir), quantize, trust_remote_code)
     if quantize:
         model = prepare_model_for_kbit_training(model)
-    records = prompts.pairs(read_jsonl(Path(mixture_path)), task, labels, tokenizer, preset.max_length)
+    records = tasktypes.get(task).pairs(read_jsonl(Path(mixture_path)), context, tokenizer, preset.max_length)
     trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16),
                          train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                          peft_config=lora_config(preset))
+    trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict; the flow reports each point itself
     tokens_per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     start = time.perf_counter()
     result = trainer.train()

@@ -8,7 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.ranking import Point, Ranking  # noqa: E402
+from tasks.common import CONTROL  # noqa: E402
+from tasks.core.ranking import Point, Ranking  # noqa: E402
 
 
 def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
@@ -25,7 +26,7 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
         if all(bars):
             err = np.array([[y - b[0] for y, b in zip(ys, bars)], [b[1] - y for y, b in zip(ys, bars)]]).clip(0)
             ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=4, capsize=3, zorder=4)
-        style = "--" if row.arm == "control" else "-"
+        style = "--" if row.arm == CONTROL else "-"
         label = f"{row.arm} ({row.predicted:.3f}" + (f", p_best {row.p_best:.2f})" if row.p_best is not None else ")")
         ax.plot(grid, row.fit.predict(grid), style, color=color, label=label)
         if row.arm in result.bands:

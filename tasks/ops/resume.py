@@ -3,49 +3,49 @@ owner died (a killed worker, a crashed machine) are marked FAILED instead of loo
 
 import os
 import socket
-import tempfile
 
-from mlflow.tracking import MlflowClient
+from tasks.backends import tracking
+from tasks.common import code_version, fingerprint
+from tasks.spec.study import Study
 
-from tasks import tracking
-from tasks.data import fingerprint
-from tasks.study import Study
 
-REUSED = tracking.REUSED_TAG
+def owner_tags() -> dict:
+    """Who runs this: host, process and Prefect flow run, so a later run can tell a dead owner's run from a live one."""
+    from prefect.runtime import flow_run
+
+    return {tracking.HOST: socket.gethostname(), tracking.PID: os.getpid(),
+            "curate.worker": os.environ.get("CURATE_WORKER_NAME", socket.gethostname()),
+            tracking.FLOW_RUN: flow_run.id or ""}
 
 
 def point_fingerprint(study: Study, mixture_fp: str, benchmark_fp: str, seed: int) -> str:
     """Everything that decides a point's result: its training rows, the benchmark, the model, the training preset,
     the seed and the code version. Equal fingerprints -> the same experiment; the finished run can stand in."""
     return fingerprint([mixture_fp, benchmark_fp, study.model.model_dump(), study.training.model_dump(), seed,
-                        tracking.code_version()])
+                        code_version()])
 
 
 def reuse_point(uri: str, source, experiment_id: str, arm_run: str, name: str, tags: dict) -> dict:
     """Record a finished point again under this study's arm run: same params and metrics, predictions copied (the
     ranking's intervals need them), the adapter referenced, tagged with the run it came from."""
-    client = MlflowClient(uri)
-    origin = source.data.tags.get(REUSED, source.info.run_id)
-    params = {k: v for k, v in source.data.params.items()}
-    run_id = tracking.start_run(uri, experiment_id, name, parent=arm_run, params=params,
-                                tags={**tags, REUSED: origin, "curate.adapter_uri": f"runs:/{origin}/adapter"})
+    origin = source.data.tags.get(tracking.REUSED, source.info.run_id)
+    run_id = tracking.start_run(uri, experiment_id, name, parent=arm_run, params=dict(source.data.params),
+                                owner=owner_tags(), tags={**tags, tracking.REUSED: origin,
+                                                          tracking.ADAPTER_URI: f"runs:/{origin}/{tracking.ADAPTER}"})
     tracking.log_metrics(uri, run_id, source.data.metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(source.info.run_id, "predictions.jsonl", tmp)
-            tracking.log_artifact(uri, run_id, path)
-        except Exception as err:  # noqa: BLE001 - an old run without predictions: metrics still rank, intervals skip it
-            tracking.set_tags(uri, run_id, {"curate.predictions_missing": f"{type(err).__name__}: {err}"[:250]})
+    missing = tracking.copy_artifact(uri, source.info.run_id, tracking.PREDICTIONS, run_id)
+    if missing:  # an old run without predictions: its metrics still rank, the intervals skip it
+        tracking.set_tags(uri, run_id, {tracking.NO_PREDICTIONS: missing})
     tracking.end_run(uri, run_id)
     return dict(source.data.metrics)
 
 
 def _alive(tags: dict) -> bool | None:
     """True/False when this machine can tell whether the run's owner process lives; None when it cannot."""
-    if tags.get("curate.host") != socket.gethostname() or not tags.get("curate.pid", "").isdigit():
+    if tags.get(tracking.HOST) != socket.gethostname() or not tags.get(tracking.PID, "").isdigit():
         return None
     try:
-        os.kill(int(tags["curate.pid"]), 0)
+        os.kill(int(tags[tracking.PID]), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -70,15 +70,12 @@ def _flow_run_over(flow_run_id: str) -> bool | None:
 def fail_orphans(uri: str, experiment_id: str) -> list[str]:
     """Mark RUNNING/SCHEDULED runs whose owner is dead as FAILED: a dead local process, or a Prefect flow run that
     ended (e.g. marked Crashed by the zombie-run automation when a worker machine vanished). Returns their ids."""
-    client = MlflowClient(uri)
-    runs = [r for status in ("RUNNING", "SCHEDULED")
-            for r in client.search_runs([experiment_id], f"attributes.status = '{status}'", max_results=10000)]
     orphans = []
-    for run in runs:
+    for run in tracking.unfinished_runs(uri, experiment_id):
         tags = run.data.tags
         alive = _alive(tags)
-        if alive is False or (alive is None and _flow_run_over(tags.get("curate.prefect_flow_run_id", ""))):
+        if alive is False or (alive is None and _flow_run_over(tags.get(tracking.FLOW_RUN, ""))):
             tracking.end_run(uri, run.info.run_id, ok=False,
-                             reason=f"owner gone (host {tags.get('curate.host')}, pid {tags.get('curate.pid')})")
+                             reason=f"owner gone (host {tags.get(tracking.HOST)}, pid {tags.get(tracking.PID)})")
             orphans.append(run.info.run_id)
     return orphans

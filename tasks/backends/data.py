@@ -14,17 +14,15 @@ from pathlib import Path
 
 import datasets
 
-from tasks.errors import WorkbenchError
-from tasks.study import TASK_FIELDS, DataRef
+from tasks import tasktypes
+from tasks.common import cache_dir
+from tasks.errors import DataError
+from tasks.spec.study import DataRef
 
 MIRROR_ENV = "CURATE_HUB_MIRROR"  # folder of Hub datasets as files, one 'org__name' folder per id
 FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
            ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class DataError(WorkbenchError):
-    """A dataset could not be read or does not fit the task."""
 
 
 TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.ECONNRESET, errno.ECONNREFUSED,
@@ -117,8 +115,7 @@ def _split_files(folder: Path, split: str) -> list[Path]:
 
 
 def _unzip(path: Path) -> Path:
-    cache = Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curation-workbench"))
-    target = cache / "unzipped" / hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = cache_dir() / "unzipped" / hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     if not target.exists():
         tmp = target.with_suffix(".tmp")
         with zipfile.ZipFile(path) as z:
@@ -158,47 +155,21 @@ def load_split(ref: DataRef) -> datasets.Dataset:
         raise DataError(f"'{ref.source}': split '{ref.split}': {err}") from None
 
 
-def _label(value, ref: DataRef, origin: str, index: int) -> str:
-    if ref.label_names and isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value < len(ref.label_names):
-            raise DataError(f"{origin}: row {index}: label {value} has no name in label_names "
-                            f"({len(ref.label_names)} names: {', '.join(ref.label_names)})")
-        return ref.label_names[value]
-    return str(value)
-
-
-def _answers(value) -> list[str]:
-    if isinstance(value, dict):
-        value = value.get("text", [])
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-
-
 def normalize(ds: datasets.Dataset, task: str, ref: DataRef, origin: str) -> list[dict]:
-    """Rows of the task's schema (classification: text, label; extractive_qa: context, question, answers)."""
-    mapping = {f: ref.columns.get(f, f) for f in TASK_FIELDS[task]}
-    unknown = sorted(set(ref.columns) - set(TASK_FIELDS[task]))
+    """Rows of the task type's fields (the column map renames source columns; the task type checks each row)."""
+    fields = tasktypes.get(task).fields
+    mapping = {f: ref.columns.get(f, f) for f in fields}
+    unknown = sorted(set(ref.columns) - set(fields))
     if unknown:
-        raise DataError(f"{origin}: columns: unknown task field(s) {unknown}; {task} fields: {', '.join(TASK_FIELDS[task])}")
+        raise DataError(f"{origin}: columns: unknown task field(s) {unknown}; {task} fields: {', '.join(fields)}")
     missing = [f"'{col}' (for field '{f}')" for f, col in mapping.items() if col not in ds.column_names]
     if missing:
         raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}")
     if len(ds) == 0:
         raise DataError(f"{origin}: the dataset is empty (split '{ref.split}')")
-    rows = []
-    for i, raw in enumerate(ds.select_columns(list(set(mapping.values())))):
-        row = {f: raw[col] for f, col in mapping.items()}
-        if task == "classification":
-            row = {"text": str(row["text"]), "label": _label(row["label"], ref, origin, i)}
-        else:
-            row = {"context": str(row["context"]), "question": str(row["question"]), "answers": _answers(row["answers"])}
-            if not row["answers"] or not row["answers"][0]:
-                raise DataError(f"{origin}: row {i}: no answer text")
-        rows.append(row)
-    return rows
-
-
-def fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    kind = tasktypes.get(task)
+    return [kind.normalize({f: raw[col] for f, col in mapping.items()}, ref, origin, i)
+            for i, raw in enumerate(ds.select_columns(list(set(mapping.values()))))]
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:

@@ -3,14 +3,14 @@
 
 import time
 
-from tasks import tracking
+from tasks.backends import tracking
 
 STATES = {"SCHEDULED": "queued", "RUNNING": "running", "FINISHED": "completed", "FAILED": "failed", "KILLED": "failed"}
 
 
 def _duration(info, tags: dict | None = None) -> float | None:
     """Seconds from start (for an arm: from when a worker claimed it, not from when it was queued) to end or now."""
-    start = int((tags or {}).get("curate.claimed_ms", 0)) or info.start_time
+    start = int((tags or {}).get(tracking.CLAIMED_MS, 0)) or info.start_time
     if not start:
         return None
     end = info.end_time or (int(time.time() * 1000) if info.status == "RUNNING" else None)
@@ -39,18 +39,16 @@ def _prefect_states(flow_run_ids: list[str]) -> dict[str, str]:
 
 def study_status(uri: str, study_name: str, run_id: str | None = None) -> dict:
     """The latest (or given) study run of `study_name`: its arms and points, each with state and duration."""
-    client = tracking.MlflowClient(uri)
-    study = client.get_run(run_id) if run_id else tracking.latest_study_run(uri, study_name)
+    study = tracking.get_run(uri, run_id) if run_id else tracking.latest_study_run(uri, study_name)
     if study is None:
         return {}
-    params = study.data.params
-    sizes = [int(s) for s in params.get("sizes", "[]").strip("[]").split(",") if s.strip()]
-    seeds = [int(params.get("seed", 0)) + i for i in range(int(params.get("seeds", 1)))]
+    spec = tracking.study_from_params(study.data.params)
+    sizes, seeds, metric = spec.mixture.sizes, spec.seed_list, spec.primary
     arms, points = [], []
     arm_runs = tracking.children(uri, study.info.run_id)
-    flow_states = _prefect_states([a.data.tags.get("curate.prefect_flow_run_id", "") for a in arm_runs])
-    for arm in sorted(arm_runs, key=lambda r: r.data.tags.get("curate.arm", "")):
-        name = arm.data.tags.get("curate.arm", arm.info.run_name)
+    flow_states = _prefect_states([a.data.tags.get(tracking.FLOW_RUN, "") for a in arm_runs])
+    for arm in sorted(arm_runs, key=lambda r: r.data.tags.get(tracking.ARM, "")):
+        name = arm.data.tags.get(tracking.ARM, arm.info.run_name)
         seen = {}
         for p in tracking.children(uri, arm.info.run_id):
             key = (int(p.data.params.get("size", 0)), int(p.data.params.get("seed", 0)))
@@ -60,17 +58,17 @@ def study_status(uri: str, study_name: str, run_id: str | None = None) -> dict:
             for seed in seeds:
                 p = seen.get((size, seed))
                 state = STATES.get(p.info.status, p.info.status.lower()) if p else "queued"
-                reused = bool(p and "curate.reused_from" in p.data.tags)
+                reused = bool(p and tracking.REUSED in p.data.tags)
                 points.append({"arm": name, "size": size, "seed": seed, "state": state + (" (reused)" if reused else ""),
                                "seconds": _duration(p.info) if p else None,
-                               "metric": p.data.metrics.get(params.get("primary_metric", "")) if p else None,
-                               "why": p.data.tags.get("curate.failure", "") if p else ""})
+                               "metric": p.data.metrics.get(metric) if p else None,
+                               "why": p.data.tags.get(tracking.FAILURE, "") if p else ""})
         done = sum(1 for pt in points if pt["arm"] == name and pt["state"].startswith("completed"))
-        flow = flow_states.get(arm.data.tags.get("curate.prefect_flow_run_id", ""), "")
+        flow = flow_states.get(arm.data.tags.get(tracking.FLOW_RUN, ""), "")
         arms.append({"arm": name, "state": STATES.get(arm.info.status, arm.info.status.lower()),
                      "points": f"{done}/{len(sizes) * len(seeds)}", "seconds": _duration(arm.info, arm.data.tags),
-                     "flow_run": flow, "why": arm.data.tags.get("curate.failure", "")})
+                     "flow_run": flow, "why": arm.data.tags.get(tracking.FAILURE, "")})
     return {"study": study_name, "run_id": study.info.run_id, "state": STATES.get(study.info.status, study.info.status),
-            "seconds": _duration(study.info), "primary_metric": params.get("primary_metric", ""),
+            "seconds": _duration(study.info), "primary_metric": metric,
             "trained": study.data.metrics.get("points_trained"), "reused": study.data.metrics.get("points_reused"),
             "arms": arms, "points": points}

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import spearmanr
 
-from tasks import backtest as bt
-from tasks import uncertainty as unc
-from tasks.scaling import Fit, fit_arms
-
-CONTROL = "control"
+from tasks.common import CONTROL
+from tasks.core import backtest as bt
+from tasks.core import uncertainty as unc
+from tasks.core.scaling import FREE, Fit, fit_arms
 AUTO_BACKTEST_SIZES = 4  # the ranking back-tests itself when a study has this many sizes
 
 
@@ -23,7 +22,7 @@ class Point:
     size: int
     seed: int
     metrics: dict
-    examples: dict | None = None  # per-example arrays (tasks.uncertainty.example_arrays), for the bootstrap
+    examples: dict | None = None  # per-example arrays (the task type's example_arrays), for the bootstrap
 
 
 @dataclass
@@ -91,18 +90,21 @@ def _better(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
 
 def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target_size: int,
               lower_is_better: bool = False, *, fit_form: str = "auto", method: str = "auto", intervals: bool = True,
-              confidence: float = 0.9, n_boot: int = 400, seed: int = 0, profiles: dict | None = None) -> Ranking:
-    """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order."""
+              confidence: float = 0.9, n_boot: int = 400, seed: int = 0, profiles: dict | None = None,
+              bounds: tuple = FREE, metric_fn=None) -> Ranking:
+    """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order.
+    bounds: where the metric's fitted curve must stay; metric_fn(arrays, idx): the metric on resampled examples
+    (the task type's `resample`), needed for intervals."""
     means = observed_means(points, metric)
     arms = list(means)
     curves = {a: (list(means[a]), list(means[a].values())) for a in arms}
-    fits = fit_arms(curves, metric, not lower_is_better, fit_form)
+    fits = fit_arms(curves, bounds, not lower_is_better, fit_form)
     notes = {a: unreliable(fits[a], means[a], lower_is_better) for a in arms}
     largest = max(s for m in means.values() for s in m)
     common = set.intersection(*(set(m) for m in means.values()))
     result = None
     if method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(arms) >= 2:
-        result = bt.backtest(means, metric, lower_is_better, fit_form)
+        result = bt.backtest(means, metric, lower_is_better, fit_form, bounds)
     chosen, why = method, f"set in the study (ranking.method: {method})"
     if method == "auto":
         chosen = result["winner"] if result else "fit"
@@ -124,23 +126,23 @@ def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target
                     profile=(profiles or {}).get(a, {})) for i, a in enumerate(order)]
     out = Ranking(rows, metric, target_size, chosen, f"ranked on {'fit' if chosen == 'fit' else 'observed'} "
                   f"{metric} at {where}: {why}", confidence, result)
-    if intervals and all(p.examples is not None for p in points if p.arm in arms):
-        _bootstrap(out, points, fits, fit_form, lower_is_better, n_boot, seed, estimate, largest)
+    if intervals and metric_fn and all(p.examples is not None for p in points if p.arm in arms):
+        _bootstrap(out, points, fits, (fit_form, bounds, metric_fn), lower_is_better, n_boot, seed, estimate, largest)
     return out
 
 
-def _bootstrap(out: Ranking, points, fits, fit_form, lower_is_better, n_boot, seed, estimate, largest) -> None:
+def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, estimate, largest) -> None:
     """Resample benchmark examples (paired across arms) and seeds; refit every arm on every resample."""
-    metric, arms = out.metric, [r.arm for r in out.rows]
+    (fit_form, bounds, metric_fn), arms = how, [r.arm for r in out.rows]
     groups = defaultdict(list)
     for p in points:
         groups[(p.arm, p.size)].append(p.examples)
-    samples = unc.resample_points(groups, metric, n_boot, seed)
+    samples = unc.resample_points(groups, metric_fn, n_boot, seed)
     sizes = {a: sorted(s for (arm, s) in groups if arm == a) for a in arms}
     grid = np.geomspace(min(min(s) for s in sizes.values()), max(out.target, largest), 60)
     preds, curves = {a: np.empty(n_boot) for a in arms}, {a: np.empty((n_boot, len(grid))) for a in arms}
     for b in range(n_boot):
-        refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, metric,
+        refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, bounds,
                          not lower_is_better, fit_form, start=fits)
         observed = {a: samples[(a, largest)][b] if (a, largest) in samples else np.nan for a in arms}
         for a, v in estimate(refit, observed).items():

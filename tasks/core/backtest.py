@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from tasks.errors import WorkbenchError
-from tasks.scaling import fit_arms
+from tasks.core.scaling import FREE, fit_arms
 
 MIN_SIZES = 3
 COLUMNS = ("method", "spearman", "kendall_tau", "pairwise_accuracy", "top1_regret", "mean_abs_error")
@@ -38,7 +38,8 @@ def scores(pred: np.ndarray, truth: np.ndarray, lower_is_better: bool) -> dict:
             "top1_regret": float(best_true - picked), "mean_abs_error": float(np.mean(np.abs(pred - truth)))}
 
 
-def backtest(means: dict[str, dict[int, float]], metric: str, lower_is_better: bool, form: str = "auto") -> dict:
+def backtest(means: dict[str, dict[int, float]], metric: str, lower_is_better: bool, form: str = "auto",
+             bounds: tuple = FREE) -> dict:
     """means: arm -> size -> observed metric. Returns the held-out size, per-arm predictions and both methods' scores."""
     sizes = sorted(set.intersection(*(set(m) for m in means.values())))
     if len(sizes) < MIN_SIZES:
@@ -48,7 +49,7 @@ def backtest(means: dict[str, dict[int, float]], metric: str, lower_is_better: b
         raise WorkbenchError("a back-test compares arms; this study has only one")
     held, rest = sizes[-1], sizes[:-1]
     arms = sorted(means)
-    fits = fit_arms({a: (rest, [means[a][s] for s in rest]) for a in arms}, metric, not lower_is_better, form)
+    fits = fit_arms({a: (rest, [means[a][s] for s in rest]) for a in arms}, bounds, not lower_is_better, form)
     truth = np.array([means[a][held] for a in arms])
     fitted = np.array([float(fits[a].predict(held)) for a in arms])
     baseline = np.array([means[a][rest[-1]] for a in arms])

@@ -5,20 +5,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tasks.yamlfile import load_model_file
+from tasks import tasktypes
+from tasks.spec.yamlfile import load_model_file
 
-TASK_FIELDS = {
-    # task -> the normalized fields a row must have (the column map's keys)
-    "classification": ("text", "label"),
-    "extractive_qa": ("context", "question", "answers"),
-}
-TASK_METRICS = {
-    "classification": ("accuracy", "macro_f1", "gold_logprob", "eval_loss"),
-    "extractive_qa": ("exact_match", "f1", "gold_logprob", "eval_loss"),
-}
-LOWER_IS_BETTER = {"eval_loss"}
 
-Task = Literal["classification", "extractive_qa"]
+def _task_choices(schema: dict) -> None:
+    schema["enum"] = tasktypes.names()  # the Prefect form shows the registered task types as a choice
+
+
+def task_field(description: str):
+    """A task-type name, checked against the registry (tasks.tasktypes) when a study or entry is validated."""
+    return Field(description=description, json_schema_extra=_task_choices)
+
+
+def check_task(name: str) -> str:
+    if name not in tasktypes.names():
+        raise ValueError(f"unknown task type '{name}'; task types: {', '.join(tasktypes.names())}")
+    return name
 
 
 class Strict(BaseModel):
@@ -136,13 +139,13 @@ class Study(Strict):
     """One question: which candidate, mixed into D0, helps most at the target size."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Study name; the MLflow experiment.")
-    task: Task = Field(description="Task type: classification | extractive_qa.")
+    task: str = task_field("Task type (tasks/tasktypes): classification | extractive_qa.")
     base: DataRef = Field(description="D0, your own labelled data.")
     benchmark: Benchmark = Field(description="What every point is evaluated on.")
     model: ModelRef = Field(description="The base model.")
     metrics: list[str] | None = Field(None, description="Metrics to log; default: all of the task's metrics.")
-    primary_metric: str | None = Field(None, description="Metric the ranking uses; default: accuracy for "
-                                       "classification, f1 for extractive_qa.")
+    primary_metric: str | None = Field(None, description="Metric the ranking uses; default: the task type's primary "
+                                       "metric (accuracy for classification, f1 for extractive_qa).")
     candidates: list[str] = Field(description="Catalog entry names to try (the control arm always runs).")
     mixture: Mixture = Field(description="Mixture sizes and D0 share.")
     target_size: int = Field(gt=0, description="The training size you plan to use: the ranking predicts here.")
@@ -162,10 +165,15 @@ class Study(Strict):
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
 
     # field validators (not one model validator) so these are reported together with every other field error
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return check_task(name)
+
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, metrics: list[str] | None, info: ValidationInfo):
-        valid = TASK_METRICS.get(info.data.get("task"), ())
+        valid = _metrics_of(info.data.get("task"))
         bad = [m for m in metrics or [] if valid and m not in valid]
         if bad:
             raise ValueError(f"unknown metric {', '.join(map(repr, bad))} for task {info.data['task']}; valid: {', '.join(valid)}")
@@ -174,7 +182,7 @@ class Study(Strict):
     @field_validator("primary_metric")
     @classmethod
     def _primary(cls, metric: str | None, info: ValidationInfo):
-        valid = TASK_METRICS.get(info.data.get("task"), ())
+        valid = _metrics_of(info.data.get("task"))
         if metric and valid and metric not in valid:
             raise ValueError(f"'{metric}' is not a {info.data['task']} metric; valid: {', '.join(valid)}")
         return metric
@@ -190,11 +198,11 @@ class Study(Strict):
 
     @property
     def primary(self) -> str:
-        return self.primary_metric or {"classification": "accuracy", "extractive_qa": "f1"}[self.task]
+        return self.primary_metric or tasktypes.get(self.task).primary
 
     @property
     def metric_names(self) -> list[str]:
-        names = list(self.metrics or TASK_METRICS[self.task])
+        names = list(self.metrics or tasktypes.get(self.task).metrics)
         return names if self.primary in names else [self.primary, *names]
 
     @property
@@ -209,6 +217,10 @@ class Study(Strict):
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir.replace("{name}", self.name)).resolve()
+
+
+def _metrics_of(task: str | None) -> tuple[str, ...]:
+    return tasktypes.get(task).metrics if task in tasktypes.names() else ()
 
 
 def load_study(path: str | Path) -> Study:

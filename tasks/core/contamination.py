@@ -16,11 +16,6 @@ MIN_WORDS = 8
 _NON_WORD = re.compile(r"[\W_]+")
 
 
-def text_of(row: dict, task: str) -> str:
-    """The text a model sees, per task."""
-    return row["text"] if task == "classification" else f"{row['question']} {row['context']}"
-
-
 def words(text: str) -> tuple[str, ...]:
     return tuple(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split())
 
@@ -71,14 +66,14 @@ class BenchmarkIndex:
         return None
 
 
-def scan(rows: list[dict], task: str, index: BenchmarkIndex) -> tuple[list[int], Counts, list[str]]:
-    """Indices of contaminated rows, the counts, and a few examples for messages."""
-    hits, counts, examples = [], Counts(checked=len(rows)), []
-    for i, row in enumerate(rows):
-        kind = index.match(text_of(row, task))
+def scan(texts: list[str], index: BenchmarkIndex) -> tuple[list[int], Counts, list[str]]:
+    """Indices of contaminated texts (one per training row), the counts, and a few examples for messages."""
+    hits, counts, examples = [], Counts(checked=len(texts)), []
+    for i, text in enumerate(texts):
+        kind = index.match(text)
         if kind:
             hits.append(i)
             setattr(counts, kind, getattr(counts, kind) + 1)
             if len(examples) < 2:
-                examples.append(text_of(row, task)[:80])
+                examples.append(text[:80])
     return hits, counts, examples

@@ -1,0 +1,34 @@
+"""Names and helpers every layer shares, defined once."""
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+CONTROL = "control"  # the D0-only arm; always runs, and no catalog entry may take its name
+
+
+def cache_dir() -> Path:
+    """Converted models and unzipped data: $CURATE_CACHE, else ~/.cache/curation-workbench."""
+    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curation-workbench"))
+
+
+def fingerprint(obj) -> str:
+    """A short, stable hash of anything JSON can write (key order does not matter)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> str:
+    """The installed package's version (a worker image reproduces it without .git); from a source tree that is not
+    installed, the version plus a hash of the package's Python files. Computed once per process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("curation-workbench")
+    except PackageNotFoundError:
+        root = Path(__file__).resolve().parents[1]
+        files = sorted(p for d in ("tasks", "flows") for p in (root / d).rglob("*.py"))
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
+        return f"0+src.{digest}"

@@ -1,0 +1,34 @@
+"""The task-type registry: task name -> TaskType. The only place that knows which task types exist.
+
+Adding a task type: one module defining a TaskType subclass, one line below, its tests, and a catalog/study example.
+"""
+
+from tasks.errors import WorkbenchError
+from tasks.tasktypes.base import TaskType
+
+_TYPES: dict[str, TaskType] = {}
+
+
+def register(task: TaskType) -> TaskType:
+    """Make a task type available to studies and catalog entries by its name."""
+    if not task.name or task.primary not in task.metrics:
+        raise ValueError(f"task type {task!r}: needs a name and a primary metric among its metrics")
+    _TYPES[task.name] = task
+    return task
+
+
+def get(name: str) -> TaskType:
+    try:
+        return _TYPES[name]
+    except KeyError:
+        raise WorkbenchError(f"unknown task type '{name}'; task types: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    return sorted(_TYPES)
+
+
+from tasks.tasktypes import classification, extractive_qa  # noqa: E402  (they import the base class above)
+
+for _module in (classification, extractive_qa):
+    register(_module.TASK)

@@ -1,0 +1,119 @@
+"""The task-type interface: everything the rest of the workbench asks about one kind of task.
+
+A task type says which fields a row has and how to check them, how a row becomes a prompt and a completion
+(training and scoring use the same text), how a fine-tuned model is scored on one benchmark row, and which
+metrics come out (which is primary, which is continuous, which are better lower). Nothing else in the code
+branches on the task's name: it asks the registry (tasks.tasktypes.get)."""
+
+import math
+
+import numpy as np
+
+from tasks.errors import DataError
+
+SCORE = (0.0, 1.0)  # fit bounds of a share-of-examples metric
+
+
+class TaskType:
+    name: str = ""
+    fields: tuple[str, ...] = ()  # the normalized row's fields = the keys a column map may name
+    metrics: tuple[str, ...] = ()  # every metric the type logs
+    primary: str = ""  # the default metric to rank on
+    continuous: str = "gold_logprob"  # mean log-probability of the gold answer: ranks reliably at small scale
+    lower_is_better: frozenset = frozenset({"eval_loss"})
+    per_example: dict[str, str] = {}  # metric -> the per-example record field it is the mean of
+    prompt_template: str = ""  # str.format over the row (and prompt_values)
+    completion_template: str = " {answer}"
+    long_field: str = ""  # the field shortened (by tokens) when the prompt does not fit max_length
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def normalize(self, row: dict, ref, origin: str, index: int) -> dict:
+        """One source row (already renamed to the task's fields) -> the normalized row; DataError names the row."""
+        return {f: str(row[f]) for f in self.fields}
+
+    def text(self, row: dict) -> str:
+        """What the model reads: matched against the benchmark for contamination, counted for the profile."""
+        return " ".join(str(row[f]) for f in self.fields)
+
+    def context(self, d0: list[dict], ref) -> dict:
+        """What the whole study shares, derived from D0 (e.g. the label set); small and JSON-writable."""
+        return {}
+
+    def check(self, rows: list[dict], context: dict, origin: str, entry=None) -> tuple[list[dict], list[str]]:
+        """A candidate or the benchmark against D0's context: (rows, possibly remapped; problems)."""
+        return rows, []
+
+    def profile(self, rows: list[dict]) -> dict:
+        """Extra data-profile entries of a source (e.g. its label distribution)."""
+        return {}
+
+    # ---- prompts ----------------------------------------------------------------------------------------------
+    def answer(self, row: dict) -> str:
+        """The gold answer text trained on and scored."""
+        return str(row["answer"])
+
+    def reserve_answers(self, rows: list[dict], context: dict) -> list[str]:
+        """Answers whose length decides the tokens kept free after the prompt."""
+        return [self.answer(r) for r in rows]
+
+    def completion(self, answer: str) -> str:
+        return self.completion_template.format(answer=answer)
+
+    def prompt_values(self, row: dict, context: dict) -> dict:
+        return row
+
+    def prompts(self, rows: list[dict], context: dict, tokenizer, max_length: int) -> list[str]:
+        """Each row's prompt, its long field cut so that prompt + the longest answer (+ EOS) fit max_length."""
+        reserve = 1 + max(len(tokenizer(self.completion(a), add_special_tokens=False).input_ids)
+                          for a in self.reserve_answers(rows, context))
+        return [self._fit(self.prompt_values(r, context), tokenizer, max_length, reserve) for r in rows]
+
+    def _fit(self, values: dict, tokenizer, max_length: int, reserve: int) -> str:
+        full = self.prompt_template.format(**values)
+        n_full = len(tokenizer(full, add_special_tokens=False).input_ids)
+        if n_full + reserve <= max_length or not self.long_field:
+            return full
+        ids = tokenizer(values[self.long_field], add_special_tokens=False).input_ids
+        keep = max(1, len(ids) - (n_full + reserve - max_length))
+        return self.prompt_template.format(**dict(values, **{self.long_field: tokenizer.decode(ids[:keep])}))
+
+    def pairs(self, rows: list[dict], context: dict, tokenizer, max_length: int) -> list[dict]:
+        """prompt/completion records for trl's SFTTrainer (loss on the completion only)."""
+        texts = self.prompts(rows, context, tokenizer, max_length)
+        return [{"prompt": p, "completion": self.completion(self.answer(r))} for p, r in zip(texts, rows)]
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def predict(self, rows: list[dict], context: dict, scorer) -> list[dict]:
+        """Per-example records, each with gold_logprob and gold_tokens (tasks.backends.evaluation.Scorer)."""
+        raise NotImplementedError
+
+    def aggregate(self, records: list[dict], context: dict) -> dict:
+        """Benchmark metrics from per-example records. eval_loss = mean NLL per gold answer token."""
+        n = len(records)
+        out = {"n_examples": n, "gold_logprob": sum(r["gold_logprob"] for r in records) / n,
+               "eval_loss": -sum(r["gold_logprob"] for r in records) / sum(r["gold_tokens"] for r in records)}
+        out.update({m: sum(float(r[col]) for r in records) / n for m, col in self.per_example.items()})
+        assert all(math.isfinite(v) for v in out.values())
+        return out
+
+    def example_arrays(self, records: list[dict], context: dict) -> dict[str, np.ndarray]:
+        """Per-example columns of one point's predictions, in benchmark order (for the bootstrap)."""
+        cols = {"gold_logprob", "gold_tokens", *self.per_example.values()}
+        return {c: np.array([float(r[c]) for r in records]) for c in cols}
+
+    def resample(self, metric: str, ex: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        """The metric on each row of example indices idx (B x n) -> (B,)."""
+        if metric == "eval_loss":
+            return -ex["gold_logprob"][idx].sum(1) / ex["gold_tokens"][idx].sum(1)
+        column = "gold_logprob" if metric == "gold_logprob" else self.per_example.get(metric)
+        if column is None:
+            raise KeyError(f"no per-example form for metric '{metric}' of task {self.name}")
+        return ex[column][idx].mean(1)
+
+    def bounds(self, metric: str) -> tuple[float, float]:
+        """Where a fitted curve of the metric must stay."""
+        return {"gold_logprob": (-np.inf, 0.0), "eval_loss": (0.0, np.inf)}.get(metric, SCORE)
+
+    @staticmethod
+    def fail(origin: str, index: int, what: str) -> None:
+        raise DataError(f"{origin}: row {index}: {what}")
