@@ -6,22 +6,15 @@ import subprocess
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from cli.output import console, fail as _fail
 from tasks.errors import WorkbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
-console = Console()
 stack_app = typer.Typer(help="Start and stop the team stack: Prefect server + MLflow server on PostgreSQL.",
                         no_args_is_help=True)
 pools_app = typer.Typer(help="Create the work pools: a control pool for parent flows, a pool for the arms.",
                         no_args_is_help=True)
-
-
-def _fail(err: Exception) -> None:
-    console.print("[bold red]error:[/]", end=" ")
-    console.print(str(err), markup=False, highlight=False)
-    raise typer.Exit(2)
 
 
 def require_server() -> None:
@@ -41,7 +34,7 @@ def stack_up(folder: Path = typer.Option(Path(".curate-stack"), "--dir", help="L
              artifacts: str = typer.Option(None, help="Artifact store: a shared folder or s3://bucket/prefix "
                                            "(default: DIR/artifacts).")):
     """Start PostgreSQL (when local and stopped), the MLflow server and the Prefect server; idempotent."""
-    from tasks.stack import StackConfig, up
+    from tasks.ops.stack import StackConfig, up
 
     cfg = StackConfig(folder=folder, postgres=postgres, prefix=prefix, host=host, prefect_port=prefect_port,
                       mlflow_port=mlflow_port, artifacts=artifacts)
@@ -58,7 +51,7 @@ def stack_up(folder: Path = typer.Option(Path(".curate-stack"), "--dir", help="L
 @stack_app.command("down")
 def stack_down(folder: Path = typer.Option(Path(".curate-stack"), "--dir")):
     """Stop the servers `stack up` started from DIR (the databases and artifacts stay)."""
-    from tasks.stack import down
+    from tasks.ops.stack import down
 
     stopped = down(folder)
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -72,7 +65,7 @@ def pools_create(arm_pool: str = typer.Option("curate-gpu", help="Pool for the a
                                           "(process pools: arms at once on this machine)."),
                  control_pool: str = typer.Option("curate-control", help="Process pool for parent flows.")):
     """Create or update both pools on $PREFECT_API_URL."""
-    from tasks.stack import StackError, create_pool
+    from tasks.ops.stack import StackError, create_pool
 
     require_server()
     try:

@@ -7,9 +7,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from flows.curate import curate
-from tasks import tracking
-from tasks.catalog import load_catalog
-from tasks.study import Study, load_study
+from tasks.backends import tracking
+from tasks.common import CONTROL
+from tasks.spec.catalog import load_catalog
+from tasks.spec.study import Study, load_study
 
 
 def study_files(studies: str) -> list[Path]:
@@ -31,11 +32,11 @@ def catalog_diff(study: Study) -> dict:
     if latest is not None:
         for arm in tracking.children(uri, latest.info.run_id):
             if arm.info.status == "FINISHED":
-                seen[arm.data.tags.get("curate.arm", "")] = arm.data.params.get("entry_fingerprint", "")
+                seen[arm.data.tags.get(tracking.ARM, "")] = arm.data.params.get(tracking.ENTRY_FP, "")
     new = [c for c in study.candidates if c in entries and c not in seen]
     changed = [c for c in study.candidates if c in entries and c in seen and seen[c] != entries[c].fingerprint()]
     return {"latest_run": latest.info.run_id if latest else None, "new": new, "changed": changed,
-            "control_missing": latest is not None and "control" not in seen}
+            "control_missing": latest is not None and CONTROL not in seen}
 
 
 @flow(name="reevaluate", flow_run_name="reevaluate: {changed}")

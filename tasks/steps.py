@@ -41,6 +41,41 @@ def prepare_inputs(study: Study) -> Inputs:
     return read_prepared(study) or check_study(study, write=True)
 
 
+@task
+def arm_deployment(study: Study) -> str:
+    """The arm deployment on the study's work pool, checked before any compute: the server, the pool, the
+    deployment, and the study's cap on arms at once against the pool's concurrency limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, FlowFilter, FlowFilterName, WorkPoolFilter, WorkPoolFilterName
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    pool_name = study.pool
+    if not PREFECT_API_URL.value():
+        raise StudyInvalid([f"work_pool: '{pool_name}' needs a Prefect server; set PREFECT_API_URL "
+                            "(`curate stack up` starts one and prints it), or drop work_pool to run in-process"])
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(pool_name)
+        except ObjectNotFound:
+            names = sorted(p.name for p in client.read_work_pools())
+            raise StudyInvalid([f"work_pool: no work pool '{pool_name}' on {PREFECT_API_URL.value()}; pools: "
+                                f"{', '.join(names) or '(none)'} (create one with `curate pools create`)"]) from None
+        found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=["evaluate-arm"])),
+                                        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool_name])),
+                                        deployment_filter=DeploymentFilter())
+    if not found:
+        raise StudyInvalid([f"work_pool: no 'evaluate-arm' deployment on work pool '{pool_name}'; deploy it with "
+                            f"`curate deploy --arm-pool {pool_name}` (deployments/prefect.yaml)"])
+    limit = pool.concurrency_limit
+    if limit is not None and study.concurrency > limit:
+        raise StudyInvalid([f"concurrency: the study asks for {study.concurrency} arms at once but work pool "
+                            f"'{pool_name}' allows {limit} (its concurrency limit, one per GPU); set concurrency: "
+                            f"{limit} or lower, or raise the pool's limit: prefect work-pool set-concurrency-limit "
+                            f"{pool_name} {study.concurrency}"])
+    return f"evaluate-arm/{found[0].name}"
+
+
 @task(retries=1)
 def prepare_model(study: Study) -> str:
     """Resolve the model to a local folder (GGUF converted once into the cache)."""

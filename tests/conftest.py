@@ -19,9 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _corpus() -> list[str]:
-    from tasks.prompts import TEMPLATES
+    from tasks import tasktypes
 
-    lines = [t for pair in TEMPLATES.values() for t in pair]
+    lines = [t for name in tasktypes.names() for t in (tasktypes.get(name).prompt_template,
+                                                       tasktypes.get(name).completion_template)]
     for f in FIXTURES.glob("*.jsonl"):
         lines += [json.dumps(json.loads(line)) for line in f.read_text().splitlines()]
     return lines + ["negative positive World Sports Business"] * 5

@@ -7,13 +7,20 @@ import pytest
 
 from sklearn.metrics import f1_score
 
-from tasks import mixing, scoring
-from tasks import uncertainty as unc
-from tasks.backtest import backtest
-from tasks.contamination import BenchmarkIndex
+from tasks.core import mixing
+from tasks.core.backtest import backtest
+from tasks.core.contamination import BenchmarkIndex
+from tasks.core.ranking import Point, rank_arms, to_markdown
+from tasks.core.scaling import fit_arms, fit_curve
 from tasks.errors import WorkbenchError
-from tasks.ranking import Point, rank_arms, to_markdown
-from tasks.scaling import fit_arms, fit_curve
+from tasks.tasktypes import classification, extractive_qa
+
+CLS = classification.TASK
+ACC, LOSS = CLS.bounds("accuracy"), CLS.bounds("eval_loss")
+
+
+def _fn(metric):
+    return lambda ex, idx: CLS.resample(metric, ex, idx)
 
 D0 = [{"text": f"d0-{i}", "label": "a"} for i in range(100)]
 DK = [{"text": f"dk-{i}", "label": "b"} for i in range(50)]
@@ -42,10 +49,10 @@ def test_repetition_cycles_through_all_rows():
 
 def test_classification_record_and_aggregate_by_hand():
     labels = ["neg", "pos"]
-    recs = [scoring.classification_record({"label": "pos"}, labels, [(-2.0, 2), (-1.0, 2)]),   # right
-            scoring.classification_record({"label": "neg"}, labels, [(-3.0, 2), (-0.5, 2)]),   # wrong
-            scoring.classification_record({"label": "neg"}, labels, [(-0.1, 2), (-4.0, 2)])]   # right
-    m = scoring.aggregate(recs, "classification", labels)
+    recs = [classification.record({"label": "pos"}, labels, [(-2.0, 2), (-1.0, 2)]),   # right
+            classification.record({"label": "neg"}, labels, [(-3.0, 2), (-0.5, 2)]),   # wrong
+            classification.record({"label": "neg"}, labels, [(-0.1, 2), (-4.0, 2)])]   # right
+    m = CLS.aggregate(recs, {"labels": labels})
     assert m["n_examples"] == 3 and m["accuracy"] == pytest.approx(2 / 3)
     # neg: tp=1 fp=0 fn=1 -> F1 2/3; pos: tp=1 fp=1 fn=0 -> F1 2/3
     assert m["macro_f1"] == pytest.approx(2 / 3)
@@ -54,15 +61,15 @@ def test_classification_record_and_aggregate_by_hand():
 
 
 def test_squad_scores_use_official_normalization():
-    assert scoring.squad_scores("The Broncos!", ["Denver Broncos", "broncos"]) == (1.0, 1.0)
-    em, f1 = scoring.squad_scores("Denver", ["Denver Broncos"])
+    assert extractive_qa.squad_scores("The Broncos!", ["Denver Broncos", "broncos"]) == (1.0, 1.0)
+    em, f1 = extractive_qa.squad_scores("Denver", ["Denver Broncos"])
     assert em == 0.0 and f1 == pytest.approx(2 * 1 * 0.5 / 1.5)
 
 
 def test_power_law_recovers_known_parameters():
     n = np.array([32, 64, 128, 256, 512, 1024])
     y = 0.9 - 0.8 * (n / 32.0) ** -0.5
-    fit = fit_curve(n, y, "accuracy", increasing=True)
+    fit = fit_curve(n, y, ACC, increasing=True)
     assert fit.form == "power_law"
     assert fit.params["E"] == pytest.approx(0.9, abs=1e-3) and fit.params["alpha"] == pytest.approx(0.5, abs=1e-2)
     assert float(fit.predict(8192)) == pytest.approx(0.9 - 0.8 * 256 ** -0.5, abs=2e-3)
@@ -72,22 +79,22 @@ def test_power_law_robust_to_one_outlier():
     n = np.array([16, 32, 64, 128, 256, 512, 1024])
     y = 2.0 + 3.0 * (n / 16.0) ** -0.4
     y[3] += 1.0
-    fit = fit_curve(n, y, "eval_loss", increasing=False)
+    fit = fit_curve(n, y, LOSS, increasing=False)
     assert fit.params["alpha"] == pytest.approx(0.4, abs=0.05)
 
 
 def test_direction_constraint_keeps_the_curve_improving_with_size():
     n, y = [24, 48, 96, 192], [0.67, 0.60, 0.635, 0.79]  # a dip at small sizes, as seen in the demo
-    free, rising = fit_curve(n, y, "accuracy"), fit_curve(n, y, "accuracy", increasing=True)
+    free, rising = fit_curve(n, y, ACC), fit_curve(n, y, ACC, increasing=True)
     assert rising.params["B"] <= 1e-9 and float(rising.predict(4096)) >= float(rising.predict(192)) - 1e-9
     assert free.params["B"] > 0  # unconstrained, the same points give a curve that falls with more data
 
 
 def test_fallbacks_say_so():
-    fit = fit_curve([10, 100, 1000], [0.5, 0.6, 0.7], "accuracy")
+    fit = fit_curve([10, 100, 1000], [0.5, 0.6, 0.7], ACC)
     assert fit.form == "log_linear" and "too few" in fit.note
     assert float(fit.predict(10000)) == pytest.approx(0.8)
-    assert float(fit_curve([10, 100, 1000], [0.5, 0.9, 1.3], "accuracy").predict(1e6)) == 1.0  # clipped to the metric's range
+    assert float(fit_curve([10, 100, 1000], [0.5, 0.9, 1.3], ACC).predict(1e6)) == 1.0  # clipped to the metric's range
     assert fit_curve([64, 64], [0.5, 0.7]).form == "constant"
 
 
@@ -109,7 +116,7 @@ def test_rank_orders_by_prediction_with_delta_vs_control():
 def test_shared_exponent_recovers_alpha_from_three_sizes():
     n = np.array([32, 64, 128])
     curves = {arm: (n, e - b * (n / 32.0) ** -0.6) for arm, e, b in (("a", 0.9, 0.4), ("b", 0.8, 0.3), ("c", 0.7, 0.1))}
-    fits = fit_arms(curves, "accuracy", True, "auto")
+    fits = fit_arms(curves, ACC, True, "auto")
     assert {f.form for f in fits.values()} == {"shared_exponent"}
     assert fits["a"].params["alpha"] == pytest.approx(0.6, abs=0.02) and fits["b"].params["E"] == pytest.approx(0.8, abs=0.01)
 
@@ -143,7 +150,7 @@ def test_bootstrap_intervals_p_best_and_significance():
             for seed in (0, 1):
                 ex = _examples(acc + 0.02 * math.log2(s / 50), 400, rng)
                 pts.append(Point(arm, s, seed, {"accuracy": ex["correct"].mean()}, ex))
-    r = rank_arms(pts, {}, "accuracy", 800, n_boot=200, confidence=0.9)
+    r = rank_arms(pts, {}, "accuracy", 800, n_boot=200, confidence=0.9, bounds=ACC, metric_fn=_fn("accuracy"))
     by = {x.arm: x for x in r.rows}
     assert [x.arm for x in r.rows][0] == "better" and r.rows[-1].arm == "worse"
     assert (by["better"].significance, by["worse"].significance, by["same"].significance) == ("+", "-", "~")
@@ -160,9 +167,9 @@ def test_resampling_with_the_identity_reproduces_every_metric():
     rng = np.random.default_rng(1)
     ex = _examples(0.7, 300, rng)
     idx = np.arange(300)[None]
-    assert unc.metric_values(ex, "accuracy", idx)[0] == pytest.approx(ex["correct"].mean())
-    assert unc.metric_values(ex, "macro_f1", idx)[0] == pytest.approx(f1_score(ex["gold"], ex["pred"], average="macro"))
-    assert unc.metric_values(ex, "eval_loss", idx)[0] == pytest.approx(-ex["gold_logprob"].mean())
+    assert CLS.resample("accuracy", ex, idx)[0] == pytest.approx(ex["correct"].mean())
+    assert CLS.resample("macro_f1", ex, idx)[0] == pytest.approx(f1_score(ex["gold"], ex["pred"], average="macro"))
+    assert CLS.resample("eval_loss", ex, idx)[0] == pytest.approx(-ex["gold_logprob"].mean())
 
 
 def test_backtest_scores_by_hand_and_picks_the_better_method():
@@ -170,7 +177,7 @@ def test_backtest_scores_by_hand_and_picks_the_better_method():
     means = {"a": {50: 0.50, 100: 0.60, 200: 0.70, 400: 0.80},   # steep
              "b": {50: 0.70, 100: 0.72, 200: 0.74, 400: 0.76},   # flat
              "c": {50: 0.40, 100: 0.45, 200: 0.50, 400: 0.55}}
-    result = backtest(means, "accuracy", False, "power_law")
+    result = backtest(means, "accuracy", False, "power_law", ACC)
     fit, base = result["rows"]
     assert base["pairwise_accuracy"] == pytest.approx(2 / 3) and base["top1_regret"] == pytest.approx(0.04)
     assert base["mean_abs_error"] == pytest.approx((0.10 + 0.02 + 0.05) / 3)

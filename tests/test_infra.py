@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tasks.stack import TEMPLATES
+from tasks.ops.stack import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,13 +82,13 @@ def test_study_is_a_typed_form_in_the_ui():
 
 def _study(tmp_path, **over):
     from conftest import sentiment_study
-    from tasks.study import Study
+    from tasks.spec.study import Study
 
     return Study.model_validate(sentiment_study(tmp_path, tmp_path, ["clean"], **over))
 
 
 def test_point_fingerprint_changes_with_what_decides_the_result(tmp_path):
-    from tasks.resume import point_fingerprint
+    from tasks.ops.resume import point_fingerprint
 
     base = _study(tmp_path)
     fp = point_fingerprint(base, "mix", "bench", 0)
@@ -102,7 +102,7 @@ def test_point_fingerprint_changes_with_what_decides_the_result(tmp_path):
 
 
 def test_entry_fingerprint_ignores_description_only(tmp_path):
-    from tasks.catalog import CatalogEntry
+    from tasks.spec.catalog import CatalogEntry
 
     entry = CatalogEntry(name="a", task="classification", license="MIT", path="x.jsonl", description="one")
     assert entry.fingerprint() == entry.model_copy(update={"description": "two", "size_hint": 9}).fingerprint()
@@ -111,7 +111,7 @@ def test_entry_fingerprint_ignores_description_only(tmp_path):
 
 
 def test_transient_io_is_retried_with_backoff_and_other_errors_are_not():
-    from tasks.data import with_retries
+    from tasks.backends.data import with_retries
 
     calls = []
 
@@ -144,21 +144,21 @@ def test_transient_io_is_retried_with_backoff_and_other_errors_are_not():
 
 def test_runs_of_a_dead_process_are_marked_failed(tmp_path):
     """A killed `curate run` leaves RUNNING runs; the next run marks them FAILED, a live owner's runs stay."""
-    from tasks import resume, tracking
+    from tasks.backends import tracking
+    from tasks.ops import resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.open_experiment(uri, "orphans", tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan = tracking.start_run(uri, exp, "dead-point")
-    tracking.set_tags(uri, orphan, {"curate.pid": dead.pid})
-    queued = tracking.start_run(uri, exp, "dead-arm", queued=True)
-    tracking.set_tags(uri, queued, {"curate.pid": dead.pid})
-    live = tracking.start_run(uri, exp, "live-point")  # owned by this test process
+    owner = resume.owner_tags()
+    orphan = tracking.start_run(uri, exp, "dead-point", owner={**owner, tracking.PID: dead.pid})
+    queued = tracking.start_run(uri, exp, "dead-arm", queued=True, owner={**owner, tracking.PID: dead.pid})
+    live = tracking.start_run(uri, exp, "live-point", owner=owner)  # owned by this test process
     assert sorted(resume.fail_orphans(uri, exp)) == sorted([orphan, queued])
-    client = tracking.MlflowClient(uri)
-    assert client.get_run(orphan).info.status == "FAILED" and "owner gone" in client.get_run(orphan).data.tags["curate.failure"]
-    assert client.get_run(live).info.status == "RUNNING"
+    gone = tracking.get_run(uri, orphan)
+    assert gone.info.status == "FAILED" and "owner gone" in gone.data.tags[tracking.FAILURE]
+    assert tracking.get_run(uri, live).info.status == "RUNNING"
 
 
 def test_compose_file_matches_the_stack_command():

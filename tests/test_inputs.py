@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from conftest import FIXTURES, MIRROR, sentiment_entry, sentiment_study, write_catalog
-from tasks.data import DataError, load_split, normalize
+from tasks.backends.data import load_split, normalize
+from tasks.errors import DataError
 from tasks.errors import StudyInvalid
-from tasks.inputs import check_study
-from tasks.study import DataRef, Study
+from tasks.spec.validate import check_study
+from tasks.spec.study import DataRef, Study
 
 
 def _check(tmp_path, model_dir, candidates=("clean",), entries=None, **overrides):
@@ -26,9 +27,9 @@ def _problems(*args, **kwargs) -> str:
 
 def test_good_study_writes_normalized_data(tmp_path, tiny_model):
     inputs = _check(tmp_path, tiny_model)
-    assert [a.name for a in inputs.arms] == ["control", "clean"] and inputs.labels == ["negative", "positive"]
+    assert [a.name for a in inputs.arms] == ["control", "clean"] and inputs.context["labels"] == ["negative", "positive"]
     d0 = [json.loads(x) for x in open(inputs.d0)]
-    assert len(d0) == 120 and set(d0[0]) == {"text", "label"} and d0[0]["label"] in inputs.labels
+    assert len(d0) == 120 and set(d0[0]) == {"text", "label"} and d0[0]["label"] in inputs.context["labels"]
 
 
 def test_malformed_jsonl_line_is_named(tmp_path, tiny_model):

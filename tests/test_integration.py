@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
-from flows.cli import app
+from cli.main import app
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_run_tree_has_three_levels(finished_study):
     assert {(p.data.params["size"], p.data.params["seed"]) for p in points} == {(s, e) for s in ("16", "32", "64") for e in "01"}
     assert all(r.info.status == "FINISHED" for r in runs)
     for p in points:
-        assert {"size", "seed", "d0_share", "model", "candidate", "learning_rate", "lora_r"} <= set(p.data.params)
+        assert {"size", "seed", "d0_share", "model", "candidate", "training.learning_rate", "training.lora.r"} <= set(p.data.params)
         assert {"accuracy", "macro_f1", "gold_logprob", "eval_loss", "n_examples", "train_tokens_per_s"} <= set(p.data.metrics)
         assert p.data.metrics["n_examples"] == 40 and "curate.point_fingerprint" in p.data.tags
         assert p.data.params["d0_share"] == ("1.0" if p.data.tags["curate.arm"] == "control" else "0.5")

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from tasks.data import load_split, normalize, write_jsonl
-from tasks.evaluation import continuation_logprobs, load_adapted, score_adapter
-from tasks.study import DataRef, Training
-from tasks.training import train_adapter
+from tasks.backends.data import load_split, normalize, write_jsonl
+from tasks.backends.evaluation import continuation_logprobs, load_adapted, score_adapter
+from tasks.spec.study import DataRef, Training
+from tasks.backends.training import train_adapter
 
 
 def _naive(model, tok, prompt, cont):
@@ -26,7 +26,7 @@ def test_cached_continuation_scores_equal_naive_scores(tiny_model):
     prompts = ["Text: a dull film\nLabel:", "Text: what a wonderful and moving story this was\nLabel:"]
     options = [[" negative", " positive", " World Sports"], [" positive", " x"]]
     with torch.no_grad():
-        got = continuation_logprobs(model, tok, prompts, options)
+        got = continuation_logprobs(model, tok, tok(prompts, add_special_tokens=False).input_ids, options)
         for p, opts, scores in zip(prompts, options, got):
             for c, (s, n) in zip(opts, scores):
                 assert s == pytest.approx(_naive(model, tok, p, c), abs=1e-4)
@@ -42,7 +42,7 @@ def test_train_adapter_saves_loadable_adapter(tiny_model, tmp_path):
     write_jsonl(rows, tmp_path / "mix.jsonl")
     preset = Training(epochs=1, batch_size=8, learning_rate=1e-3, max_length=48, lora={"r": 4, "alpha": 8})
     out = train_adapter(str(tmp_path / "mix.jsonl"), str(tiny_model), preset, "classification",
-                        ["negative", "positive"], 0, str(tmp_path))
+                        {"labels": ["negative", "positive"]}, 0, str(tmp_path))
     assert out["train_steps"] == 3 and out["train_tokens"] > 0 and out["quantized_4bit"] is False
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out["adapter_dir"])
     assert any("lora_A" in n for n, _ in model.named_parameters())
@@ -50,7 +50,7 @@ def test_train_adapter_saves_loadable_adapter(tiny_model, tmp_path):
              for x in open(FIXTURES / "benchmark.jsonl")]
     write_jsonl(bench, tmp_path / "bench.jsonl")
     scored = score_adapter(str(tiny_model), out["adapter_dir"], str(tmp_path / "bench.jsonl"), "classification",
-                           ["negative", "positive"], preset, str(tmp_path))
+                           {"labels": ["negative", "positive"]}, preset, str(tmp_path))
     assert scored["metrics"]["n_examples"] == 40 and 0 <= scored["metrics"]["accuracy"] <= 1
     assert len(open(scored["predictions"]).readlines()) == 40
 
@@ -59,7 +59,7 @@ def test_extractive_qa_scored_end_to_end(tiny_model, tmp_path):
     ref = DataRef(source=str(FIXTURES / "qa.jsonl"))
     write_jsonl(normalize(load_split(ref), "extractive_qa", ref, "qa"), tmp_path / "qa.jsonl")
     preset = Training(max_length=64, eval_batch_size=16, max_new_tokens=4)
-    out = score_adapter(str(tiny_model), None, str(tmp_path / "qa.jsonl"), "extractive_qa", [], preset, str(tmp_path))
+    out = score_adapter(str(tiny_model), None, str(tmp_path / "qa.jsonl"), "extractive_qa", {}, preset, str(tmp_path))
     m = out["metrics"]
     assert m["n_examples"] == 40 and 0 <= m["exact_match"] <= m["f1"] <= 1 and m["gold_logprob"] < 0 < m["eval_loss"]
     preds = [json.loads(x) for x in open(out["predictions"])]

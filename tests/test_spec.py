@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, sentiment_entry, sentiment_study, write_catalog, write_study
-from tasks.catalog import load_catalog
+from tasks.spec.catalog import load_catalog
 from tasks.errors import StudyInvalid
-from tasks.study import load_study
+from tasks.spec.study import load_study
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "deployments").rglob("*.yaml")), ids=lambda p: p.name)
@@ -43,7 +43,7 @@ def test_all_spec_problems_reported_at_once(tmp_path):
     problems = _problems(write_study(tmp_path, study))
     text = "\n".join(problems)
     assert len(problems) == 3
-    assert "task: Input should be 'classification' or 'extractive_qa'" in text
+    assert "task: unknown task type 'summarization'; task types: classification, extractive_qa" in text
     assert "target_size: Input should be greater than 0" in text
     assert "colour: unknown key" in text
 
@@ -51,8 +51,8 @@ def test_all_spec_problems_reported_at_once(tmp_path):
 def test_bad_metric_and_sizes(tmp_path):
     study = sentiment_study(tmp_path, tmp_path, ["a"], metrics=["bleu"], mixture={"sizes": [64]})
     text = "\n".join(_problems(write_study(tmp_path, study)))
-    assert "metrics: Value error, unknown metric 'bleu' for task classification; valid: accuracy, macro_f1, gold_logprob, eval_loss" in text
-    assert "mixture.sizes: Value error, give at least 2 distinct positive sizes" in text
+    assert "metrics: unknown metric 'bleu' for task classification; valid: accuracy, macro_f1, gold_logprob, eval_loss" in text
+    assert "mixture.sizes: give at least 2 distinct positive sizes" in text
 
 
 def test_benchmark_needs_exactly_one_source(tmp_path):

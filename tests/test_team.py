@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
-from flows.cli import app
+from cli.main import app
 
 pytestmark = [pytest.mark.integration, pytest.mark.team]
 BIN = Path(sys.executable).parent
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _postgres_available() -> bool:
-    from tasks.stack import StackConfig, ensure_postgres
+    from tasks.ops.stack import StackConfig, ensure_postgres
 
     try:
         ensure_postgres(StackConfig(), log=lambda *_: None)
@@ -82,7 +82,7 @@ class Team:
 
 def _drop_stale_test_databases() -> None:
     """Databases left by an earlier test session that was killed before its teardown."""
-    from tasks.stack import StackConfig, _connect, drop_databases
+    from tasks.ops.stack import StackConfig, _connect, drop_databases
 
     conn = _connect("postgresql://postgres@127.0.0.1:5432/postgres")
     with conn.cursor() as cur:
@@ -108,7 +108,7 @@ def team(tmp_path_factory, tiny_model):
         pytest.skip("no PostgreSQL reachable at 127.0.0.1:5432 (and none to start here)")
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from tasks.stack import StackConfig, create_pool, down, drop_databases, up
+    from tasks.ops.stack import StackConfig, create_pool, down, drop_databases, up
 
     tmp = tmp_path_factory.mktemp("team")
     cfg = StackConfig(folder=tmp / "stack", prefix=f"curate_test_{os.getpid()}", prefect_port=_free_port(),

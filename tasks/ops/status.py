@@ -37,16 +37,17 @@ def _prefect_states(flow_run_ids: list[str]) -> dict[str, str]:
         return {}
 
 
-def study_status(uri: str, study_name: str, run_id: str | None = None) -> dict:
-    """The latest (or given) study run of `study_name`: its arms and points, each with state and duration."""
-    study = tracking.get_run(uri, run_id) if run_id else tracking.latest_study_run(uri, study_name)
+def study_status(uri: str, study_name: str, run_id: str | None = None, since_ms: int = 0, prefect: bool = True) -> dict:
+    """The latest (or given) study run of `study_name` (started at or after since_ms): its arms and points, each with
+    state and duration; with prefect=True also each arm's flow run state where a Prefect server answers."""
+    study = tracking.get_run(uri, run_id) if run_id else tracking.latest_study_run(uri, study_name, since_ms)
     if study is None:
         return {}
     spec = tracking.study_from_params(study.data.params)
     sizes, seeds, metric = spec.mixture.sizes, spec.seed_list, spec.primary
     arms, points = [], []
     arm_runs = tracking.children(uri, study.info.run_id)
-    flow_states = _prefect_states([a.data.tags.get(tracking.FLOW_RUN, "") for a in arm_runs])
+    flow_states = _prefect_states([a.data.tags.get(tracking.FLOW_RUN, "") for a in arm_runs]) if prefect else {}
     for arm in sorted(arm_runs, key=lambda r: r.data.tags.get(tracking.ARM, "")):
         name = arm.data.tags.get(tracking.ARM, arm.info.run_name)
         seen = {}

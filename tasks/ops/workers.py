@@ -21,7 +21,22 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _log_to_file() -> None:
+    """Library warnings and logs of this worker go to the study's log file (CURATE_LOG_FILE, set by the CLI), not
+    to the terminal; without one they stay on stderr."""
+    import logging
+
+    path = os.environ.get("CURATE_LOG_FILE")
+    if not path:
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s worker {os.getpid()} %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.captureWarnings(True)
+
+
 def _init(threads: int) -> None:
+    _log_to_file()
     import torch
     torch.set_num_threads(threads)  # with another process on the other core, 2 threads can be 20x slower than 1
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -50,10 +50,26 @@ class Inputs(BaseModel):
 
 
 def data_fingerprint(study: Study) -> str:
-    """The study fields that decide the prepared data (not concurrency, work pool or ranking options)."""
-    return fingerprint(study.model_dump(mode="json", include={"name", "task", "base", "benchmark", "candidates",
-                                                              "catalog_dir", "mixture", "seed", "contamination",
-                                                              "output_dir"}))
+    """The study fields that decide the prepared data (not concurrency, work pool or ranking options), the catalog's
+    files and the size and time of every local data file: prepared inputs are reused only while none changed."""
+    fields = study.model_dump(mode="json", include={"name", "task", "base", "benchmark", "candidates", "catalog_dir",
+                                                    "mixture", "seed", "contamination", "output_dir"})
+    catalog = Path(study.catalog_dir)
+    files = sorted(catalog.glob("*.y*ml")) if catalog.is_dir() else []
+    sources = [study.base.source, *([study.benchmark.data.source] if study.benchmark.data else []),
+               *(p for f in files for p in _entry_paths(f))]
+    return fingerprint([fields, [f.read_text() for f in files], [_stamp(Path(s)) for s in sources]])
+
+
+def _entry_paths(catalog_file: Path) -> list[str]:
+    text = catalog_file.read_text()
+    return [line.split(":", 1)[1].strip().strip("'\"") for line in text.splitlines() if line.startswith("path:")]
+
+
+def _stamp(path: Path) -> list:
+    """Size and modification time of a local file (every file of a folder); nothing for Hub ids."""
+    found = sorted(path.rglob("*")) if path.is_dir() else [path] if path.is_file() else []
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in found if f.is_file()]
 
 
 def read_prepared(study: Study) -> Inputs | None:

@@ -46,7 +46,7 @@ def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, pr
         loc = prefix + tuple(x for x in e["loc"] if not str(x).startswith("function-"))
         field = ".".join(str(x) for x in loc) or "(top level)"
         line = _line_of(node, loc)
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         out.append(f"{path}:{line}: {field}: {msg}")

@@ -1,0 +1,162 @@
+"""What the terminal shows: errors, tables, the ranking, a progress display for a running study, and the quiet mode
+that sends library warnings and Prefect's per-task logs to `<output>/curate.log` instead of the screen."""
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 200)  # logs and CI: don't fold the ranking table
+LOG_FILE = "CURATE_LOG_FILE"  # worker processes send their warnings and logs here too (tasks.ops.workers)
+
+
+def fail(err: Exception) -> None:
+    """The one way a command stops on bad input: the message, exit status 2."""
+    console.print("[bold red]error:[/]", end=" ")
+    console.print(str(err), markup=False, highlight=False)  # messages hold regexes like [a-z0-9]
+    raise typer.Exit(2)
+
+
+def table(rows: list[dict], title: str) -> Table:
+    out = Table(title=title)
+    for col in rows[0]:
+        out.add_column(col, justify="left" if col in ("arm", "license", "method", "state", "why") else "right",
+                       no_wrap=col != "license", max_width=24 if col == "license" else None)
+    for r in rows:
+        out.add_row(*r.values())
+    return out
+
+
+TERMINAL_HIDDEN = ("license", "duplicates", "tokens_p50", "method")  # in ranking.csv/.md; too wide for a terminal
+
+
+def print_ranking(result: dict, name: str) -> None:
+    title = f"{name + ': ' if name else ''}{result['metric']} at size {result['target_size']} (all columns: ranking.md)"
+    short = {"delta_vs_control": "delta", "contaminated": "contam.", "removed": "rm"}
+    rows = [{short.get(k, k).replace(result["metric"] + "@", "@").replace(" interval", " int."): v
+             for k, v in r.items() if k not in TERMINAL_HIDDEN} for r in result["rows"]]
+    console.print(table(rows, title))
+    console.print(result["method_note"], markup=False, highlight=False)
+    if result["agreement"]:
+        console.print(result["agreement"], markup=False, highlight=False)
+
+
+def fmt(v, key: str = "") -> str:
+    """A status cell: seconds with one decimal, metrics with four."""
+    if v is None:
+        return ""
+    return f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+# ---- quiet mode --------------------------------------------------------------------------------------------------
+class _PrefectOnly(logging.Filter):
+    """On the console: Prefect's own warnings and errors; anything else only from ERROR up (the rest goes to the file)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("prefect") or record.levelno >= logging.ERROR
+
+
+def quiet_defaults(verbose: bool) -> None:
+    """Before Prefect or MLflow is imported: their console output at WARNING unless --verbose."""
+    if verbose:
+        return
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def log_to_file(path: Path, verbose: bool) -> Path:
+    """Everything — Prefect's INFO logs per point, library warnings, worker logs — also goes to `path`; in quiet mode
+    the console keeps only Prefect's warnings and errors."""
+    import prefect  # noqa: F401 - configures logging; our handlers go on after it
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    os.environ[LOG_FILE] = str(path)
+    if not verbose:
+        for h in root.handlers:
+            if h is not handler:
+                h.addFilter(_PrefectOnly())
+    return path
+
+
+# ---- progress ----------------------------------------------------------------------------------------------------
+class StudyProgress:
+    """Polls MLflow (the record of work) while the flow runs: a bar per arm in a terminal, and one line per finished
+    point everywhere (points done/total, elapsed, estimated time left from the points trained so far)."""
+
+    def __init__(self, uri: str, study_name: str, arms: list[str], per_arm: int, every: float = 3.0):
+        self.uri, self.name, self.every = uri, study_name, every
+        self.total, self.since_ms = len(arms) * per_arm, int(time.time() * 1000)
+        self.start, self.seen, self.trained = time.time(), set(), 0
+        self.stop_event = threading.Event()
+        self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
+                             disable=not console.is_terminal, transient=True)
+        self.tasks = {a: self.bars.add_task(a, total=per_arm, note="") for a in arms}
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="curate-progress")
+
+    def __enter__(self):
+        self.bars.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(timeout=10)
+        self._poll()  # the last points, finished between two polls
+        self.bars.stop()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.every):
+            try:
+                self._poll()
+            except Exception as err:  # noqa: BLE001 - the display must never stop the study
+                logging.getLogger("curate.progress").info("progress poll failed: %s", err)
+
+    def _poll(self) -> None:
+        from tasks.ops.status import study_status
+
+        info = study_status(self.uri, self.name, since_ms=self.since_ms, prefect=False)
+        if not info:
+            return
+        metric = info["primary_metric"]
+        for p in info["points"]:
+            key = (p["arm"], p["size"], p["seed"])
+            if key in self.seen or not p["state"].startswith(("completed", "failed")):
+                continue
+            self.seen.add(key)
+            reused = p["state"].endswith("(reused)")
+            self.trained += p["state"].startswith("completed") and not reused
+            self._line(p, metric, reused)
+        for arm in info["arms"]:
+            if arm["arm"] in self.tasks:
+                done = int(arm["points"].split("/")[0])
+                self.bars.update(self.tasks[arm["arm"]], completed=done, note=arm["state"])
+
+    def _line(self, p: dict, metric: str, reused: bool) -> None:
+        elapsed = time.time() - self.start
+        done = len(self.seen)
+        left = (self.total - done) * elapsed / max(self.trained, 1) if self.trained else None
+        what = (f"FAILED: {p['why']}" if p["state"].startswith("failed")
+                else f"{metric}={fmt(p['metric'])}" + (" (reused)" if reused else f" in {fmt(p['seconds'], 'seconds')} s"))
+        eta = f", ~{clock(left)} left" if left is not None and done < self.total else ""
+        console.print(f"  [{done}/{self.total}] {p['arm']} size={p['size']} seed={p['seed']}: {what}  "
+                      f"(elapsed {clock(elapsed)}{eta})", markup=False, highlight=False)
