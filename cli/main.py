@@ -159,5 +159,24 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
                   f"Prefect UI: {ui}/runs/flow-run/{run.id}\nProgress:   curate status {study_path}")
 
 
+@app.command()
+def tasks():
+    """The registered task types: their row fields and metrics (primary first; the continuous one ranks reliably
+    at small scale)."""
+    from tasks import tasktypes
+
+    rows = []
+    for name in tasktypes.names():
+        kind = tasktypes.get(name)
+        others = [m for m in kind.metrics if m != kind.primary]
+        rows.append({"task": name, "row fields": ", ".join(kind.fields), "metrics": ", ".join([kind.primary, *others]),
+                     "continuous": kind.continuous, "lower is better": ", ".join(sorted(kind.lower_is_better))})
+    console.print(output.table(rows, "task types (add one: tasks/tasktypes/, or $CURATE_TASK_TYPES)"))
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

