@@ -1,7 +1,8 @@
 # Two commands, each sets itself up on a fresh clone:
 #   make demo   - create .venv, install, run the demo study (offline SmolLM2, SQLite MLflow, no servers)
-#   make test   - create .venv, install, run the tests (offline, CPU, tiny models; the team-stack tests need
-#                 the local PostgreSQL on 127.0.0.1:5432, started when it is down, skipped when there is none)
+#   make test   - create .venv, install, run the tests (offline, CPU, tiny models) under an empty PREFECT_HOME,
+#                 HF_HOME and CURATE_CACHE; the team-stack tests (own pytest process) need the local PostgreSQL on
+#                 127.0.0.1:5432, started when it is down, skipped when there is none
 PY      ?= python3
 VENV    ?= .venv
 MIRROR  ?= $(abspath ../shared/datasets)
@@ -25,10 +26,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/curate run deployments/studies/sst2-demo.yaml
 
+# The tests run as on a new machine: an empty Prefect home, Hugging Face cache and model cache, removed afterwards.
 test: setup
-	$(VENV)/bin/python -m pytest -q
-	# the team stack tests in a process of their own (no temporary Prefect server left over from the others)
-	$(VENV)/bin/python -m pytest -q -m team
+	fresh=$$(mktemp -d) && export PREFECT_HOME=$$fresh/prefect HF_HOME=$$fresh/hf CURATE_CACHE=$$fresh/cache && \
+	$(VENV)/bin/python -m pytest -q && \
+	$(VENV)/bin/python -m pytest -q -m team; \
+	rc=$$?; rm -rf $$fresh; exit $$rc
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow

@@ -75,6 +75,7 @@ def quiet_defaults(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # per-tensor bars of a GGUF conversion, in worker processes too
 
 
 def log_to_file(path: Path, verbose: bool) -> Path:
@@ -105,7 +106,7 @@ class StudyProgress:
     def __init__(self, uri: str, study_name: str, arms: list[str], per_arm: int, every: float = 3.0):
         self.uri, self.name, self.every = uri, study_name, every
         self.total, self.since_ms = len(arms) * per_arm, int(time.time() * 1000)
-        self.start, self.seen, self.trained = time.time(), set(), 0
+        self.start, self.seen, self.trained, self.first_done = time.time(), set(), 0, 0.0
         self.stop_event = threading.Event()
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
@@ -152,9 +153,12 @@ class StudyProgress:
                 self.bars.update(self.tasks[arm["arm"]], completed=done, note=arm["state"])
 
     def _line(self, p: dict, metric: str, reused: bool) -> None:
-        elapsed = time.time() - self.start
-        done = len(self.seen)
-        left = (self.total - done) * elapsed / max(self.trained, 1) if self.trained else None
+        now = time.time()
+        elapsed, done = now - self.start, len(self.seen)
+        if self.trained == 1 and not reused:
+            self.first_done = now  # start-up (server, model, first worker imports) is not a point's cost
+        rate = (self.trained - 1) / (now - self.first_done) if self.trained > 1 and now > self.first_done else None
+        left = (self.total - done) / rate if rate else None
         what = (f"FAILED: {p['why']}" if p["state"].startswith("failed")
                 else f"{metric}={fmt(p['metric'])}" + (" (reused)" if reused else f" in {fmt(p['seconds'], 'seconds')} s"))
         eta = f", ~{clock(left)} left" if left is not None and done < self.total else ""

@@ -21,14 +21,18 @@ def fingerprint(obj) -> str:
 
 @functools.cache
 def code_version() -> str:
-    """The installed package's version (a worker image reproduces it without .git); from a source tree that is not
-    installed, the version plus a hash of the package's Python files. Computed once per process."""
+    """The package's version (its metadata) plus a hash of the code that decides results (tasks/, flows/): the same
+    on a laptop, in an editable install and in a worker image without .git, different after any code change.
+    Computed once per process."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("curation-workbench")
+        release = version("curation-workbench")
     except PackageNotFoundError:
-        root = Path(__file__).resolve().parents[1]
-        files = sorted(p for d in ("tasks", "flows") for p in (root / d).rglob("*.py"))
-        digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
-        return f"0+src.{digest}"
+        release = "0"
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for d in ("tasks", "flows") for p in (root / d).rglob("*.py"))
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return f"{release}+src.{digest.hexdigest()[:12]}"

@@ -79,7 +79,7 @@ def arm_deployment(study: Study) -> str:
 @task(retries=1)
 def prepare_model(study: Study) -> str:
     """Resolve the model to a local folder (GGUF converted once into the cache)."""
-    return str(workers.run(1, study.training.threads, resolve_model, study.model))
+    return str(workers.run(study.concurrency, study.training.threads, resolve_model, study.model))
 
 
 @task

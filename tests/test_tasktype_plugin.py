@@ -1,6 +1,7 @@
 """Adding a task type touches only the registry's list (here: $CURATE_TASK_TYPES) and one new file
-(tests/toy_tasktype.py): validation, the Prefect form, training, scoring in worker processes, MLflow and the
-ranking all follow from the registry."""
+(tests/toy_tasktype.py): validation, training, scoring in worker processes, MLflow and the ranking all follow from
+the registry. The study runs as a new user runs it — `curate run` in its own process, with an empty PREFECT_HOME
+(the temporary Prefect server creates its database on this first start) — and the terminal stays quiet."""
 
 import json
 import os
@@ -42,7 +43,12 @@ def test_a_toy_task_type_runs_a_whole_study(tmp_path, tiny_model):
     done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(path)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[4/4]" in done.stdout and "accuracy at size 256" in done.stdout
+    assert "first run on this machine: Prefect creates its database" in done.stdout
+    assert "[4/4]" in done.stdout and "accuracy at size 256" in done.stdout  # progress, then the ranking
+    for noise in ("Warning", "warnings.warn", "train_runtime", "Finished in state"):  # all in the log file instead
+        assert noise not in done.stdout + done.stderr, noise
+    log = (tmp_path / "out" / "curate.log").read_text()
+    assert "Beginning flow run" in log and "point 2/2 size=32" in log
     ranking = (tmp_path / "out" / "ranking" / "ranking.md").read_text()
     assert "| more |" in ranking and "| control |" in ranking
     bad = write_study(tmp_path, {**study, "task": "toy_parity_typo"}, "bad.yaml")

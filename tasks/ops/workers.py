@@ -51,6 +51,8 @@ def pool(workers: int, threads: int) -> ProcessPoolExecutor:
             _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init, initargs=(threads,))
             _shape = (workers, threads)
+            for _ in range(workers):  # start every worker now: their imports (~10 s) overlap the first task
+                _pool.submit(os.getpid)
         return _pool
 
 
