@@ -172,4 +172,5 @@ def test_compose_file_matches_the_stack_command():
     assert services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/curate_prefect")
     assert "--pool curate-gpu --type docker" in services["gpu-worker"]["command"]
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    assert all(f"COPY {pkg} {pkg}" in dockerfile for pkg in ("cli", "flows", "tasks"))  # what pyproject packages
     assert "CURATE_PROJECT_DIR=/opt/curate" in dockerfile and "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30" in dockerfile

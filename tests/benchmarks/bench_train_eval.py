@@ -1,7 +1,7 @@
 """Benchmark (not part of the test run): prints ratios measured side by side in one run, because this machine is noisy.
 
-1. Training: the workbench's step (trl SFTTrainer + peft, tasks.backends.training config) vs a bare peft + PyTorch
-   loop, same model, same tokenized batches, same number of steps -> tokens/s and the ratio.
+1. Training: the workbench's step (trl SFTTrainer + peft, tasks.backends.training config: padding-free batches) vs
+   a bare peft + PyTorch loop fed the very same batches, same model, same number of steps -> tokens/s and the ratio.
 2. Scoring: this code's evaluation (tasks.backends.evaluation: base model kept per worker, adapter merged, rows
    batched by length, shared prompt prefix cached) vs the code of commit c1ecefb (the scorer before issue 9), on the
    same adapter and benchmark rows, each in fresh worker-like processes scoring several points in a row, rounds
@@ -71,6 +71,7 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
     """Same batches through trl's trainer and through a bare loop; the trained adapter is saved for scoring."""
     from datasets import Dataset
     from peft import get_peft_model
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     bf16 = models.use_bf16(preset.bf16)
@@ -81,8 +82,10 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
     cfg = sft_config(preset.model_copy(update={"max_steps": steps}), 0, tmp, bf16)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(records), processing_class=tok,
                          peft_config=lora_config(preset))
+    trainer.remove_callback(PrinterCallback)
     batches = list(trainer.get_train_dataloader())[:steps]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    # padding-free batches: one row of the batch's real tokens (position_ids restart per example), no mask
+    tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in batches)
     start = time.perf_counter()
     trainer.train()
     t_workbench = time.perf_counter() - start
@@ -96,7 +99,7 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
     start = time.perf_counter()
     for b in batches:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = bare(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+            loss = bare(**{k: b[k] for k in ("input_ids", "attention_mask", "position_ids", "labels") if k in b}).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -107,7 +110,8 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
 
 def _score(code: Path, args: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, cwd=code, capture_output=True,
+                          text=True)  # cwd first on sys.path: the code under test, not the installed one
     if done.returncode:
         raise SystemExit(f"scoring with {code} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
