@@ -10,7 +10,7 @@ from conftest import FIXTURES, MIRROR, sentiment_entry, sentiment_study, write_c
 from tasks.backends.data import load_split, normalize
 from tasks.errors import DataError
 from tasks.errors import StudyInvalid
-from tasks.spec.validate import check_study
+from tasks.spec.validate import check_study, read_prepared
 from tasks.spec.study import DataRef, Study
 
 
@@ -30,6 +30,25 @@ def test_good_study_writes_normalized_data(tmp_path, tiny_model):
     assert [a.name for a in inputs.arms] == ["control", "clean"] and inputs.context["labels"] == ["negative", "positive"]
     d0 = [json.loads(x) for x in open(inputs.d0)]
     assert len(d0) == 120 and set(d0[0]) == {"text", "label"} and d0[0]["label"] in inputs.context["labels"]
+
+
+def test_validated_inputs_are_read_back_until_catalog_or_data_change(tmp_path, tiny_model):
+    """The CLI validates once; the flow reads data/inputs.json instead of validating again — unless it is stale."""
+    import shutil
+
+    local = tmp_path / "clean.jsonl"
+    shutil.copy(FIXTURES / "candidate_clean.jsonl", local)
+    entries = {"clean": {**sentiment_entry("x"), "path": str(local)}}
+    inputs = _check(tmp_path, tiny_model, entries=entries)
+    study = Study.model_validate(sentiment_study(tmp_path, tiny_model, ["clean"]))
+    assert read_prepared(study) == inputs
+    assert read_prepared(study.model_copy(update={"seed": 1})) is None  # a field that decides the data
+    assert read_prepared(study.model_copy(update={"concurrency": 1})) == inputs  # one that does not
+    local.write_text(local.read_text() + local.read_text().splitlines(True)[0])  # the candidate's file changed
+    assert read_prepared(study) is None
+    inputs = _check(tmp_path, tiny_model, entries=entries)
+    (tmp_path / "catalog" / "clean.yaml").write_text((tmp_path / "catalog" / "clean.yaml").read_text() + "version: 2\n")
+    assert read_prepared(study) is None  # the catalog entry changed
 
 
 def test_malformed_jsonl_line_is_named(tmp_path, tiny_model):

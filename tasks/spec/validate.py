@@ -56,14 +56,13 @@ def data_fingerprint(study: Study) -> str:
                                                     "mixture", "seed", "contamination", "output_dir"})
     catalog = Path(study.catalog_dir)
     files = sorted(catalog.glob("*.y*ml")) if catalog.is_dir() else []
+    try:
+        entries = load_catalog(catalog)
+    except StudyInvalid:  # a broken catalog is reported by check_study; its file texts are fingerprinted below
+        entries = {}
     sources = [study.base.source, *([study.benchmark.data.source] if study.benchmark.data else []),
-               *(p for f in files for p in _entry_paths(f))]
+               *(e.path for e in entries.values() if e.path)]
     return fingerprint([fields, [f.read_text() for f in files], [_stamp(Path(s)) for s in sources]])
-
-
-def _entry_paths(catalog_file: Path) -> list[str]:
-    text = catalog_file.read_text()
-    return [line.split(":", 1)[1].strip().strip("'\"") for line in text.splitlines() if line.startswith("path:")]
 
 
 def _stamp(path: Path) -> list:

@@ -85,7 +85,7 @@ class TaskType:
     # ---- scoring ----------------------------------------------------------------------------------------------
     def predict(self, rows: list[dict], context: dict, scorer) -> list[dict]:
         """Per-example records, each with gold_logprob and gold_tokens (tasks.backends.evaluation.Scorer)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"task type '{self.name}' defines no predict(): every task type must score rows")
 
     def aggregate(self, records: list[dict], context: dict) -> dict:
         """Benchmark metrics from per-example records. eval_loss = mean NLL per gold answer token."""
