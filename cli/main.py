@@ -41,7 +41,8 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show e
     output.quiet_defaults(verbose)
 
 
-def _check(study_path: Path, work_pool: str | None = None, concurrency: int | None = None, write: bool = False):
+def _check(study_path: Path, work_pool: str | None = None, concurrency: int | None = None, write: bool = False,
+           placebos: int | None = None):
     """Validate the study (and, when its arms go to a work pool, the server, pool, deployment and pool limit).
     write=True writes the normalized data and the validated inputs, which the flow then reads instead of
     validating again."""
@@ -55,6 +56,8 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
         study.concurrency = concurrency
     if work_pool:
         study.work_pool = work_pool
+    if placebos:
+        study.noise.placebos = placebos
     inputs = check_study(study, write=write)
     if study.pool:
         from tasks.steps import arm_deployment
@@ -71,8 +74,9 @@ def validate(study_path: Path = typer.Argument(..., help="Study YAML file.")):
     except WorkbenchError as err:
         fail(err)
     arms = ", ".join(f"{a.name} ({a.rows} rows)" for a in inputs.arms)
+    n = sum(len(study.arm_points(a.name)) for a in inputs.arms)
     console.print(f"[green]OK[/] {study_path}: task {study.task}, arms: {arms}; sizes {study.mixture.sizes} x "
-                  f"{study.seeds} seed(s); {len(inputs.arms) * len(study.mixture.sizes) * study.seeds} points")
+                  f"{study.seeds} seed(s); {n} points")
     _print_contamination(study, inputs)
 
 
@@ -106,16 +110,34 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
         work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
                                       "$CURATE_WORK_POOL; needs PREFECT_API_URL).")):
     """Validate, then train and evaluate every point not finished before, then rank. Shows progress per point."""
+    _run(study_path, work_pool, concurrency)
+
+
+@app.command()
+def calibrate(study_path: Path = typer.Argument(..., help="Study YAML file."),
+              placebos: int = typer.Option(5, min=1, max=20, help="Placebo arms (each its own draw of D0 rows)."),
+              concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study).")):
+    """A/A check: run the study with placebo arms (more rows of D0 as the 'candidate') and report how often the
+    ranking wrongly calls a placebo better or worse than the control: its false-positive rate at the study's
+    confidence. Points finished before (by `curate run`) are reused."""
+    result = _run(study_path, None, concurrency, placebos)
+    if not result.get("placebo"):
+        fail(WorkbenchError("the ranking has no placebo check (ranking.intervals is off, or no placebo arm finished)"))
+
+
+def _run(study_path: Path, work_pool: str | None, concurrency: int | None, placebos: int | None = None) -> dict:
     try:
-        study, inputs = _check(study_path, work_pool, concurrency, write=True)
+        study, inputs = _check(study_path, work_pool, concurrency, write=True, placebos=placebos)
     except WorkbenchError as err:
         fail(err)
     from tasks.backends.tracking import tracking_uri
 
-    n = len(inputs.arms) * len(study.mixture.sizes) * study.seeds
+    per_arm = {a.name: len(study.arm_points(a.name)) for a in inputs.arms}
     log = output.log_to_file(study.output_path / "curate.log", VERBOSE["on"])
+    extra = sum(per_arm.values()) - len(inputs.arms) * len(study.mixture.sizes) * study.seeds
     console.print(f"[green]valid[/]: {len(inputs.arms)} arms x {len(study.mixture.sizes)} sizes x {study.seeds} "
-                  f"seed(s) = {n} points; {study.concurrency} arm(s) at once; log: {log}")
+                  f"seed(s){f' + {extra} control replicates (training noise)' if extra else ''} = "
+                  f"{sum(per_arm.values())} points; {study.concurrency} arm(s) at once; log: {log}")
     _print_contamination(study, inputs)
     _first_prefect_start()
     from flows.curate import curate
@@ -123,7 +145,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
     start = time.perf_counter()
     uri = tracking_uri(study.output_path)
     try:
-        with output.StudyProgress(uri, study.name, [a.name for a in inputs.arms], len(study.mixture.sizes) * study.seeds):
+        with output.StudyProgress(uri, study.name, per_arm):
             result = curate(study)
     except WorkbenchError as err:
         fail(err)
@@ -133,6 +155,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
                   f"MLflow UI : {_mlflow_ui(result['tracking_uri'])}\n"
                   f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
+    return result
 
 
 def _mlflow_ui(uri: str) -> str:

@@ -44,6 +44,11 @@ def print_ranking(result: dict, name: str) -> None:
              for k, v in r.items() if k not in TERMINAL_HIDDEN} for r in result["rows"]]
     console.print(table(rows, title))
     console.print(result["method_note"], markup=False, highlight=False)
+    for key in ("noise_line",):
+        if result.get(key):
+            console.print(result[key], markup=False, highlight=False)
+    if result.get("placebo"):
+        console.print(result["placebo"]["summary"], markup=False, highlight=False)
     if result["agreement"]:
         console.print(result["agreement"], markup=False, highlight=False)
 
@@ -103,15 +108,15 @@ class StudyProgress:
     """Polls MLflow (the record of work) while the flow runs: a bar per arm in a terminal, and one line per finished
     point everywhere (points done/total, elapsed, estimated time left from the points trained so far)."""
 
-    def __init__(self, uri: str, study_name: str, arms: list[str], per_arm: int, every: float = 3.0):
+    def __init__(self, uri: str, study_name: str, per_arm: dict[str, int], every: float = 3.0):
         self.uri, self.name, self.every = uri, study_name, every
-        self.total, self.since_ms = len(arms) * per_arm, int(time.time() * 1000)
+        self.total, self.since_ms = sum(per_arm.values()), int(time.time() * 1000)
         self.start, self.seen, self.trained, self.first_done = time.time(), set(), 0, 0.0
         self.stop_event = threading.Event()
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
                              disable=not console.is_terminal, transient=True)
-        self.tasks = {a: self.bars.add_task(a, total=per_arm, note="") for a in arms}
+        self.tasks = {a: self.bars.add_task(a, total=n, note="") for a, n in per_arm.items()}
         self.thread = threading.Thread(target=self._loop, daemon=True, name="curate-progress")
 
     def __enter__(self):

@@ -50,9 +50,11 @@ def backtest(study_run_id: str = typer.Argument(..., help="MLflow run id of a fi
     console.print(table([{k: v if k == "method" else f"{v:.3f}" for k, v in r.items()} for r in result["rows"]], title))
     console.print(table([{"arm": a, "observed": f"{v['truth']:.4f}", "fit": f"{v['fit']:.4f}",
                           "baseline": f"{v['baseline']:.4f}"} for a, v in result["arms"].items()], "per arm"))
-    verdict = "beats" if result["winner"] == "fit" else "does not beat"
-    console.print(f"The extrapolation {verdict} the single-scale baseline; the ranking uses '{result['winner']}'. "
-                  "Logged on the study run (backtest_* metrics, backtest.md).")
+    said = {"fit": "The extrapolation beats the single-scale baseline",
+            "observed": "The extrapolation does not beat the single-scale baseline",
+            "inconclusive": "The back-test is inconclusive"}[result["winner"]]
+    uses = "fit" if result["winner"] == "fit" else "observed"
+    console.print(f"{said} ({result['reason']}); the ranking uses '{uses}'. Logged on the study run (backtest_* metrics, backtest.md).")
 
 
 def status(study: str = typer.Argument(None, help="Study YAML file or study name (default: every study in the store)."),

@@ -56,7 +56,7 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
                          arm.name, k, len(points), p.size, p.seed, study.primary, result[study.primary],
                          result["train_seconds"], result["train_tokens_per_s"], result["eval_seconds"])
             per_size.setdefault(p.size, []).append(result)
-            if len(per_size[p.size]) == study.seeds:
+            if len(per_size[p.size]) == len(study.point_seeds(arm.name, p.size)):
                 steps.log_arm_curve(study, uri, arm_run_id, p.size, per_size[p.size])
     except BaseException as err:
         tracking.end_run(uri, arm_run_id, ok=False, reason=f"{type(err).__name__}: {err}"[:500])
@@ -129,9 +129,9 @@ def curate(study: Study) -> dict:
     plan = steps.plan_points(study, inputs, uri, exp)
     todo = {arm: sum(p.done_run_id is None for p in points) for arm, points in plan.items()}
     total = sum(len(points) for points in plan.values())
-    log.info("MLflow: %s  study run %s  (%d arms x %d sizes x %d seeds; %d points to train, %d finished before and "
-             "reused; %s, %d arms at once)", uri, study_run, len(inputs.arms), len(study.mixture.sizes), study.seeds,
-             sum(todo.values()), total - sum(todo.values()),
+    log.info("MLflow: %s  study run %s  (%d arms x %d sizes x %d seeds, %d points; %d to train, %d finished before "
+             "and reused; %s, %d arms at once)", uri, study_run, len(inputs.arms), len(study.mixture.sizes),
+             study.seeds, total, sum(todo.values()), total - sum(todo.values()),
              f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process", study.concurrency)
     _slots[study_run] = threading.Semaphore(study.concurrency)
     try:

@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 CONTROL = "control"  # the D0-only arm; always runs, and no catalog entry may take its name
+PLACEBO = "placebo-"  # prefix of the A/A arms (more rows of D0 as the 'candidate'); reserved like CONTROL
+
+
+def is_placebo(arm: str) -> bool:
+    return arm.startswith(PLACEBO)
 
 
 def cache_dir() -> Path:

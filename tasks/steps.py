@@ -123,7 +123,7 @@ def open_arm_run(study: Study, arm: Arm, uri: str, study_run_id: str) -> str:
                                 tags={tracking.ARM: arm.name, tracking.LICENSE: arm.license, tracking.STUDY: study.name},
                                 params={"arm": arm.name, "rows": arm.rows, tracking.DATA_FP: arm.data_fingerprint,
                                         tracking.ENTRY_FP: arm.entry_fingerprint, "catalog_version": arm.catalog_version,
-                                        "points": len(study.mixture.sizes) * study.seeds, **profile})
+                                        "points": len(study.arm_points(arm.name)), **profile})
     tracking.log_metrics(uri, run_id, {f"contamination_{k}": v for k, v in arm.contamination.items()})
     path = study.output_path / "profiles" / f"{arm.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,16 +148,15 @@ def plan_points(study: Study, inputs: Inputs, uri: str, experiment_id: str) -> d
     plan: dict[str, list[PointPlan]] = {}
     for arm in inputs.arms:
         plan[arm.name] = []
-        for size in study.mixture.sizes:
-            for seed in study.seed_list:
-                rows = _mixture(study, inputs, arm, size, seed)
-                path = _mixture_path(study, arm.name, size, seed)
-                write_jsonl(rows, path)
-                mix_fp = fingerprint(rows)
-                plan[arm.name].append(PointPlan(
-                    size=size, seed=seed, mixture=str(path), mixture_fingerprint=mix_fp,
-                    fingerprint=resume.point_fingerprint(study, mix_fp, inputs.benchmark_fingerprint, seed),
-                    from_candidate=sum(r["origin"] == "candidate" for r in rows)))
+        for size, seed in study.arm_points(arm.name):
+            rows = _mixture(study, inputs, arm, size, seed)
+            path = _mixture_path(study, arm.name, size, seed)
+            write_jsonl(rows, path)
+            mix_fp = fingerprint(rows)
+            plan[arm.name].append(PointPlan(
+                size=size, seed=seed, mixture=str(path), mixture_fingerprint=mix_fp,
+                fingerprint=resume.point_fingerprint(study, mix_fp, inputs.benchmark_fingerprint, seed),
+                from_candidate=sum(r["origin"] == "candidate" for r in rows)))
     done = tracking.finished_points(uri, experiment_id, [p.fingerprint for ps in plan.values() for p in ps])
     for p in (p for ps in plan.values() for p in ps):
         p.done_run_id = done[p.fingerprint].info.run_id if p.fingerprint in done else None

@@ -179,3 +179,34 @@ def test_qa_answers_normalized():
 def test_missing_package_file():
     with pytest.raises(DataError, match="Python package 'no_such_pkg' is not installed"):
         load_split(DataRef(source="pypi:no_such_pkg/x.csv"))
+
+
+def test_placebo_arms_draw_unused_d0_rows_and_d0_noise_is_documented(tmp_path, tiny_model):
+    """noise.placebos: each placebo's 'candidate' rows are D0 rows no mixture uses as D0, in its own order;
+    base.label_noise replaces a fixed share of D0's labels (after any hold-out)."""
+    from tasks.core import mixing
+
+    inputs = _check(tmp_path, tiny_model, noise={"placebos": 2}, mixture={"sizes": [16, 32], "d0_share": 0.5})
+    assert [a.name for a in inputs.arms] == ["control", "clean", "placebo-1", "placebo-2"]
+    d0 = [json.loads(x) for x in open(inputs.d0)]
+    used = {d0[i]["text"] for i in mixing._take(len(d0), 16, __import__("numpy").random.default_rng([0, 0]))}
+    p1, p2 = ([json.loads(x) for x in open(inputs.arm(f"placebo-{k}").data)] for k in (1, 2))
+    assert len(p1) == len(d0) - 16 and not used & {r["text"] for r in p1} and p1 != p2
+    assert sorted(map(json.dumps, p1)) == sorted(map(json.dumps, p2))  # the same pool, drawn in another order
+    noisy = _check(tmp_path, tiny_model, base={**sentiment_study(tmp_path, tiny_model, [])["base"], "label_noise": 0.25})
+    flipped = sum(a["label"] != b["label"] for a, b in zip(d0, (json.loads(x) for x in open(noisy.d0))))
+    assert flipped == round(0.25 * len(d0))
+
+
+def test_noise_options_are_checked(tmp_path, tiny_model):
+    text = _problems(tmp_path, tiny_model, noise={"placebos": 1}, mixture={"sizes": [16, 220], "d0_share": 0.5})
+    assert "noise.placebos: a placebo arm needs 110 D0 rows beyond the 110" in text
+    with pytest.raises(ValueError, match="replicate_sizes .* must be mixture sizes"):
+        Study.model_validate(sentiment_study(tmp_path, tiny_model, ["clean"], noise={"replicate_sizes": [48]}))
+    entries = {"placebo-9": sentiment_entry("candidate_clean.jsonl")}
+    assert "reserved for placebo arms" in _problems(tmp_path, tiny_model, ["placebo-9"], entries=entries)
+    study = Study.model_validate(sentiment_study(tmp_path, tiny_model, ["clean"], mixture={"sizes": [16, 32, 64]}))
+    assert study.arm_points("control") == [(16, 0), (32, 0), (64, 0), (64, 1), (64, 2), (64, 3)]  # replicates: largest
+    assert study.arm_points("clean") == [(16, 0), (32, 0), (64, 0)]
+    assert Study.model_validate({**study.model_dump(), "seeds": 2}).arm_points("control") == [
+        (s, e) for s in (16, 32, 64) for e in (0, 1)]  # with seeds >= 2 every point measures the noise itself

@@ -152,3 +152,27 @@ def test_rerun_reuses_every_finished_point_and_status_shows_it(finished_study):
     status = CliRunner().invoke(app, ["status", str(tmp / "study.yaml")])
     assert status.exit_code == 0, status.output
     assert status.output.count("completed (reused)") == 24 and studies[1].info.run_id in status.output
+
+
+def test_calibrate_adds_placebo_arms_and_control_replicates(tmp_path, tiny_model, prefect_harness):
+    """`curate calibrate` on a one-seed study: the control runs its replicate seeds (training noise), two placebo
+    arms train on more D0 rows, and the ranking reports how often a placebo is called different (A/A)."""
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"], ranking={"bootstrap": 100}))
+    result = CliRunner().invoke(app, ["calibrate", str(path), "--placebos", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "+ 3 control replicates (training noise) = 11 points" in result.output
+    assert "Placebo (A/A) check:" in result.output and "of 2 placebo arm(s) called different" in result.output
+    assert "training noise in every interval: seed-to-seed SD" in result.output
+    assert "from control replicates at sizes [32]" in result.output
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    client, runs = _runs(uri)
+    studies, arms, points = run_tree(runs)
+    assert sorted(a.data.tags["curate.arm"] for a in arms) == ["clean", "control", "placebo-1", "placebo-2"]
+    control = [p for p in points if p.data.params["arm"] == "control"]
+    assert sorted((p.data.params["size"], p.data.params["seed"]) for p in control) == [
+        ("16", "0"), ("32", "0"), ("32", "1"), ("32", "2"), ("32", "3")]
+    assert 0 <= studies[0].data.metrics["placebo_false_positive_rate"] <= 1
+    rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "out" / "ranking" / "ranking.csv"))}
+    assert rows["placebo-1"]["rank"] == "A/A" and rows["placebo-1"]["p_best"] == "" and rows["clean"]["mde"]
+    assert studies[0].data.tags["curate.best_arm"] in ("clean", "control")

@@ -38,8 +38,9 @@ def test_small_study_with_real_smollm2(tmp_path, prefect_harness):
 
 @pytest.mark.slow
 def test_known_truth_study_orders_arms_and_catches_planted_copies(tmp_path, prefect_harness):
-    """deployments/studies/sst2-known-truth.yaml with the real SmolLM2 (~7 min on 2 cores): clean > control >
-    label-flipped, the flipped arm's gain significantly negative, and the benchmark copies caught."""
+    """deployments/studies/sst2-known-truth.yaml with the real SmolLM2 (~15 min on 2 cores): D0 with 40 % of its
+    labels replaced; the clean same-source candidate ranks first with '+', the same source with D0's own noise is
+    '~', the label-flipped candidate '-', and the benchmark copies are caught."""
     import csv
 
     import yaml
@@ -51,8 +52,9 @@ def test_known_truth_study_orders_arms_and_catches_planted_copies(tmp_path, pref
     print(result.output)
     print((tmp_path / "out" / "ranking" / "ranking.md").read_text())
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "out" / "ranking" / "ranking.csv"))}
-    est = next(k for k in rows["control"] if k.startswith(("predicted@", "observed@")))
-    assert float(rows["sst2-extra"][est]) > float(rows["control"][est]) > float(rows["sst2-label-flipped"][est])
+    first = next(r for r in rows.values() if r["rank"] == "1")
+    assert first["arm"] in ("sst2-extra", "sst2-validation") and first["sig"] == "+"  # both are clean rows
+    assert rows["sst2-extra"]["sig"] == "+" and rows["sst2-noisy-extra"]["sig"] == "~"
     assert rows["sst2-label-flipped"]["sig"] == "-"
     assert rows["sst2-validation"]["contaminated"] == "200" and rows["sst2-validation"]["removed"] == "200"
     assert "contamination: candidate 'sst2-validation': 200 exact" in result.output

@@ -145,7 +145,8 @@ def _study(team, model: Path, name: str, candidates: list[str], watched: bool = 
         write_catalog(catalog, {"clean": sentiment_entry("candidate_clean.jsonl"),
                                 "flipped": sentiment_entry("candidate_flipped.jsonl")})
     study = sentiment_study(tmp, model, candidates, **{"name": name, "work_pool": "t-arms", "catalog_dir": str(catalog),
-                                                       "ranking": {"bootstrap": 100}, **over})
+                                                       "ranking": {"bootstrap": 100}, **over,
+                                                       "noise": {"control_replicates": 0}})  # where work runs, not its statistics
     return write_study(team.tmp / ("studies" if watched else ""), study, f"{name}.yaml")
 
 

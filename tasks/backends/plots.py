@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.common import CONTROL  # noqa: E402
+from tasks.common import CONTROL, is_placebo  # noqa: E402
 from tasks.core.ranking import Point, Ranking  # noqa: E402
 
 
@@ -17,7 +17,9 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sizes = [p.size for p in points]
     grid = np.geomspace(min(sizes), max(target, max(sizes)), 200)
-    for row, color in zip(result.rows, plt.cm.tab10.colors):
+    colors = iter(plt.cm.tab10.colors)
+    for row in result.rows:
+        color = "0.6" if is_placebo(row.arm) else next(colors, "0.3")  # placebos: grey, drawn like any arm
         pts = [p for p in points if p.arm == row.arm and metric in p.metrics]
         ax.scatter([p.size for p in pts], [p.metrics[metric] for p in pts], color=color, s=10, alpha=0.4, zorder=3)
         xs = sorted(row.observed)
@@ -26,7 +28,7 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
         if all(bars):
             err = np.array([[y - b[0] for y, b in zip(ys, bars)], [b[1] - y for y, b in zip(ys, bars)]]).clip(0)
             ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=4, capsize=3, zorder=4)
-        style = "--" if row.arm == CONTROL else "-"
+        style = "--" if row.arm == CONTROL else ":" if is_placebo(row.arm) else "-"
         label = f"{row.arm} ({row.predicted:.3f}" + (f", p_best {row.p_best:.2f})" if row.p_best is not None else ")")
         ax.plot(grid, row.fit.predict(grid), style, color=color, label=label)
         if row.arm in result.bands:

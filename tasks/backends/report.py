@@ -8,7 +8,7 @@ from scipy.stats import kendalltau
 
 from tasks import tasktypes
 from tasks.backends import plots, tracking
-from tasks.common import CONTROL
+from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
 from tasks.core import ranking
 from tasks.errors import WorkbenchError
@@ -82,13 +82,19 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         tracking.log_metrics(uri, study_run_id, backtest_metrics(result.backtest))
     for name in names:
         tracking.log_artifact(uri, study_run_id, out_dir / name)
-    best = next((r for r in result.rows if r.arm != CONTROL), result.rows[0])
-    tags = {tracking.BEST_ARM: result.rows[0].arm, tracking.BEST_CANDIDATE: best.arm, tracking.RANKED_ON: metric,
+    real = [r for r in result.rows if not is_placebo(r.arm)]
+    best = next((r for r in real if r.arm != CONTROL), real[0])
+    tags = {tracking.BEST_ARM: real[0].arm, tracking.BEST_CANDIDATE: best.arm, tracking.RANKED_ON: metric,
             tracking.METHOD: result.method}
     if agree:
         tags["curate.agreement_kendall_tau"] = f"{agree['kendall_tau']:.3f}"
     tracking.set_tags(uri, study_run_id, tags)
+    if result.placebo:
+        p = result.placebo
+        tracking.log_metrics(uri, study_run_id, {"placebo_false_positive_rate": p["rate"], "placebo_arms": p["arms"]})
     return {"metric": metric, "target_size": target, "rows": ranking.to_records(result), "markdown": markdown,
+            "placebo": result.placebo and {**result.placebo, "summary": ranking.placebo_note(result)},
+            "noise": result.noise, "noise_line": ranking.noise_line(result), "method": result.method,
             "method_note": result.method_note, "agreement": extra, "backtest": result.backtest, "out_dir": str(out_dir)}
 
 
@@ -105,7 +111,7 @@ def backtest_from_mlflow(uri: str, study_run_id: str, metric: str | None = None)
     study = tracking.read_study(uri, study_run_id, examples=False)
     spec, kind = study["study"], tasktypes.get(study["study"].task)
     metric = metric or spec.primary
-    means = ranking.observed_means(_points(study, kind), metric)
+    means = {a: m for a, m in ranking.observed_means(_points(study, kind), metric).items() if not is_placebo(a)}
     result = bt.backtest(means, metric, metric in kind.lower_is_better, spec.ranking.fit, kind.bounds(metric))
     markdown = bt.to_markdown(result, metric)
     tracking.log_metrics(uri, study_run_id, backtest_metrics(result))

@@ -55,12 +55,26 @@ def backtest(means: dict[str, dict[int, float]], metric: str, lower_is_better: b
     baseline = np.array([means[a][rest[-1]] for a in arms])
     rows = [{"method": f"fit ({fits[arms[0]].form} on {', '.join(map(str, rest))})", **scores(fitted, truth, lower_is_better)},
             {"method": f"baseline (observed at {rest[-1]})", **scores(baseline, truth, lower_is_better)}]
-    fit_wins = (rows[0]["pairwise_accuracy"] > rows[1]["pairwise_accuracy"] or
-                (rows[0]["pairwise_accuracy"] == rows[1]["pairwise_accuracy"]
-                 and rows[0]["mean_abs_error"] < rows[1]["mean_abs_error"]))
-    return {"held_out": held, "fitted_on": rest, "rows": rows, "winner": "fit" if fit_wins else "observed",
+    winner, reason = verdict(rows[0]["pairwise_accuracy"], rows[1]["pairwise_accuracy"], len(arms))
+    return {"held_out": held, "fitted_on": rest, "rows": rows, "winner": winner, "reason": reason,
             "arms": {a: {"truth": float(t), "fit": float(f), "baseline": float(b)}
                      for a, t, f, b in zip(arms, truth, fitted, baseline)}}
+
+
+def verdict(fit: float, baseline: float, n_arms: int) -> tuple[str, str]:
+    """'fit' only when the extrapolation orders more held-out arm pairs right than the baseline and better than chance;
+    'observed' when the baseline does better; 'inconclusive' otherwise. Ties never count as support."""
+    if n_arms < 3:
+        return "inconclusive", f"{n_arms} arms give {n_arms * (n_arms - 1) // 2} pair(s): too few to judge"
+    if np.isnan(fit) or np.isnan(baseline):
+        return "inconclusive", "no two arms differ at the held-out size"
+    if fit <= 0.5:
+        return "inconclusive", f"the fit orders arm pairs at or below chance (pairwise accuracy {fit:.2f})"
+    if fit == baseline:
+        return "inconclusive", f"fit and baseline tie (pairwise accuracy {fit:.2f} each)"
+    if fit < baseline:
+        return "observed", f"the baseline orders more pairs right: {baseline:.2f} vs {fit:.2f}"
+    return "fit", f"pairwise accuracy {fit:.2f} vs the baseline's {baseline:.2f}"
 
 
 def to_markdown(result: dict, metric: str) -> str:
@@ -69,6 +83,9 @@ def to_markdown(result: dict, metric: str) -> str:
     lines += ["| " + " | ".join([r["method"], *[f"{r[c]:.3f}" for c in COLUMNS[1:]]]) + " |" for r in result["rows"]]
     arms = ["", "| arm | observed | fit | baseline |", "|---|---|---|---|"]
     arms += [f"| {a} | {v['truth']:.4f} | {v['fit']:.4f} | {v['baseline']:.4f} |" for a, v in result["arms"].items()]
-    verdict = ("the extrapolation beat the single-scale baseline" if result["winner"] == "fit"
-               else "the extrapolation did not beat the single-scale baseline")
-    return head + "\n".join(lines + arms) + f"\n\nVerdict: {verdict}; the ranking uses '{result['winner']}'.\n"
+    said = {"fit": "the extrapolation beat the single-scale baseline",
+            "observed": "the extrapolation did not beat the single-scale baseline",
+            "inconclusive": "inconclusive"}[result["winner"]]
+    uses = "fit" if result["winner"] == "fit" else "observed"
+    return (head + "\n".join(lines + arms) + f"\n\nVerdict: {said} ({result['reason']}); the ranking uses "
+            f"'{uses}'.\n")

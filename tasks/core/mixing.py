@@ -32,6 +32,14 @@ def mixture(d0: list[dict], dk: list[dict] | None, size: int, d0_share: float, s
     return [rows[i] for i in order]
 
 
+def unused_d0(n_d0: int, size: int, d0_share: float, d0_seed: int) -> list[int]:
+    """Indices of the D0 rows that no candidate arm's mixture uses as D0, at any size up to `size`: the pool a
+    placebo arm draws its 'candidate' rows from, so it is D0's distribution without repeating D0's rows."""
+    n0, _ = split_counts(size, d0_share, False)
+    used = set(_take(n_d0, n0, np.random.default_rng([d0_seed, 0])))
+    return [i for i in range(n_d0) if i not in used]
+
+
 def shortfall(n_available: int, n_needed: int) -> int:
     """How many rows a size needs beyond what a source has (0 when it fits)."""
     return max(0, n_needed - n_available)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import spearmanr
 
-from tasks.common import CONTROL
+from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
 from tasks.core import uncertainty as unc
 from tasks.core.scaling import FREE, Fit, fit_arms
@@ -40,6 +40,7 @@ class RankRow:
     significance: str = ""
     note: str = ""  # why this arm's fit is unreliable, if it is
     profile: dict = field(default_factory=dict)
+    mde: float | None = None  # smallest true delta vs the control this study detects (80% power)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Ranking:
     point_intervals: dict = field(default_factory=dict)  # (arm, size) -> (lo, hi)
     bands: dict = field(default_factory=dict)  # arm -> (grid, lo, hi) of the fitted curve
     n_boot: int = 0
+    noise: dict | None = None  # training noise measured from seeds (uncertainty.training_noise), None: not measured
+    placebo: dict | None = None  # the A/A check: placebo arms called different from the control
 
     @property
     def estimate_label(self) -> str:
@@ -91,10 +94,11 @@ def _better(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
 def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target_size: int,
               lower_is_better: bool = False, *, fit_form: str = "auto", method: str = "auto", intervals: bool = True,
               confidence: float = 0.9, n_boot: int = 400, seed: int = 0, profiles: dict | None = None,
-              bounds: tuple = FREE, metric_fn=None) -> Ranking:
+              bounds: tuple = FREE, metric_fn=None, bands: bool = True) -> Ranking:
     """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order.
     bounds: where the metric's fitted curve must stay; metric_fn(arrays, idx): the metric on resampled examples
-    (the task type's `resample`), needed for intervals."""
+    (the task type's `resample`), needed for intervals. bands=False skips the fitted-curve bands (for the plot), and
+    with them every refit when the ranking is on observed values."""
     means = observed_means(points, metric)
     arms = list(means)
     curves = {a: (list(means[a]), list(means[a].values())) for a in arms}
@@ -102,14 +106,21 @@ def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target
     notes = {a: unreliable(fits[a], means[a], lower_is_better) for a in arms}
     largest = max(s for m in means.values() for s in m)
     common = set.intersection(*(set(m) for m in means.values()))
+    real = {a: m for a, m in means.items() if not is_placebo(a)}  # placebos never judge the extrapolation
     result = None
-    if method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(arms) >= 2:
-        result = bt.backtest(means, metric, lower_is_better, fit_form, bounds)
+    if method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(real) >= 2:
+        result = bt.backtest(real, metric, lower_is_better, fit_form, bounds)
     chosen, why = method, f"set in the study (ranking.method: {method})"
     if method == "auto":
-        chosen = result["winner"] if result else "fit"
-        why = (f"the back-test (held-out size {result['held_out']}) {'supports' if chosen == 'fit' else 'does not support'} "
-               f"the extrapolation" if result else f"fewer than {AUTO_BACKTEST_SIZES} sizes: no back-test")
+        chosen = "fit" if result is None else result["winner"]
+        why = f"fewer than {AUTO_BACKTEST_SIZES} sizes: no back-test"
+        if result:
+            held = f"the back-test (held-out size {result['held_out']})"
+            why = {"fit": f"{held} supports the extrapolation",
+                   "observed": f"{held} does not support the extrapolation ({result['reason']})",
+                   "inconclusive": f"{held} is inconclusive ({result['reason']}), so the observed estimate "
+                                   f"is used"}[chosen]
+            chosen = "observed" if chosen == "inconclusive" else chosen
         if chosen == "fit" and any(notes.values()):
             chosen, why = "observed", f"{why}, but {sum(map(bool, notes.values()))} arm fit(s) are unreliable"
     where = target_size if chosen == "fit" else largest
@@ -122,51 +133,80 @@ def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target
     est = {a: float(v) for a, v in estimate(fits, {a: np.float64(means[a].get(largest, np.nan)) for a in arms}).items()}
     base = est.get(CONTROL, float("nan"))
     order = sorted(arms, key=lambda a: est[a], reverse=not lower_is_better)
-    rows = [RankRow(i + 1, a, licenses.get(a, ""), means[a], est[a], est[a] - base, fits[a], note=notes[a],
-                    profile=(profiles or {}).get(a, {})) for i, a in enumerate(order)]
+    ranks = {a: i + 1 for i, a in enumerate(a for a in order if not is_placebo(a))}
+    rows = [RankRow(ranks.get(a, 0), a, licenses.get(a, ""), means[a], est[a], est[a] - base, fits[a], note=notes[a],
+                    profile=(profiles or {}).get(a, {})) for a in order]
     out = Ranking(rows, metric, target_size, chosen, f"ranked on {'fit' if chosen == 'fit' else 'observed'} "
                   f"{metric} at {where}: {why}", confidence, result)
     if intervals and metric_fn and all(p.examples is not None for p in points if p.arm in arms):
-        _bootstrap(out, points, fits, (fit_form, bounds, metric_fn), lower_is_better, n_boot, seed, estimate, largest)
+        _bootstrap(out, points, fits, (fit_form, bounds, metric_fn), lower_is_better, n_boot, seed, estimate, largest,
+                   bands)
     return out
 
 
-def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, estimate, largest) -> None:
+def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, estimate, largest, bands) -> None:
     """Resample benchmark examples (paired across arms) and seeds; refit every arm on every resample."""
     (fit_form, bounds, metric_fn), arms = how, [r.arm for r in out.rows]
     groups = defaultdict(list)
     for p in points:
         groups[(p.arm, p.size)].append(p.examples)
-    samples = unc.resample_points(groups, metric_fn, n_boot, seed)
+    n = len(next(iter(groups.values()))[0]["gold_logprob"])
+    full = {k: [float(metric_fn(a, np.arange(n)[None])[0]) for a in seeds] for k, seeds in groups.items()}
+    out.noise = unc.training_noise(full)
+    if out.noise:
+        multi = sorted(k for k, v in full.items() if len(v) >= 2)
+        out.noise["source"] = (f"control replicates at sizes {sorted({s for _, s in multi})}"
+                               if {a for a, _ in multi} == {CONTROL} else "the seeds of every point")
+    samples = unc.resample_points(groups, metric_fn, n_boot, seed, out.noise)
     sizes = {a: sorted(s for (arm, s) in groups if arm == a) for a in arms}
     grid = np.geomspace(min(min(s) for s in sizes.values()), max(out.target, largest), 60)
     preds, curves = {a: np.empty(n_boot) for a in arms}, {a: np.empty((n_boot, len(grid))) for a in arms}
+    refits = bands or out.method == "fit"
     for b in range(n_boot):
         refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, bounds,
-                         not lower_is_better, fit_form, start=fits)
+                         not lower_is_better, fit_form, start=fits) if refits else fits
         observed = {a: samples[(a, largest)][b] if (a, largest) in samples else np.nan for a in arms}
         for a, v in estimate(refit, observed).items():
             preds[a][b] = v
         for a in arms:
-            curves[a][b] = refit[a].predict(grid)
-    matrix = np.stack([preds[a] for a in arms], 1)  # (B, arms)
-    best = np.argmax(_better(matrix, lower_is_better), 1)
+            curves[a][b] = refit[a].predict(grid) if bands else np.nan
+    real = [a for a in arms if not is_placebo(a)]
+    best = np.asarray(real)[np.argmax(_better(np.stack([preds[a] for a in real], 1), lower_is_better), 1)]
     has_control = CONTROL in arms
-    for k, row in enumerate(out.rows):
+
+    def sig(lo, hi) -> str:  # without a training-noise measurement no arm is called better or worse
+        return unc.significance(lo, hi, lower_is_better) if out.noise else "?"
+
+    for row in out.rows:
         row.interval = tuple(map(float, unc.interval(preds[row.arm], out.confidence)))
-        row.p_best = float(np.mean(best == k))
+        row.p_best = None if is_placebo(row.arm) else float(np.mean(best == row.arm))
         if has_control and row.arm != CONTROL:
             lo, hi = unc.interval(preds[row.arm] - preds[CONTROL], out.confidence)
-            row.delta_interval, row.significance = (float(lo), float(hi)), unc.significance(lo, hi, lower_is_better)
+            row.delta_interval, row.significance = (float(lo), float(hi)), sig(lo, hi)
+            row.mde = unc.min_detectable(lo, hi, out.confidence)
     for (a, s), v in sorted(samples.items()):
         out.point_intervals[(a, s)] = tuple(map(float, unc.interval(v, out.confidence)))
         if has_control and a != CONTROL and (CONTROL, s) in samples:
             d = v - samples[(CONTROL, s)]
             lo, hi = unc.interval(d, out.confidence)
             out.per_size.append({"arm": a, "size": s, "delta": float(d[0]), "lo": float(lo), "hi": float(hi),
-                                 "significance": unc.significance(lo, hi, lower_is_better)})
-    out.bands = {a: (grid, *unc.interval(curves[a], out.confidence)) for a in arms}
+                                 "significance": sig(lo, hi)})
+    out.placebo = placebo_check(out)
+    out.bands = {a: (grid, *unc.interval(curves[a], out.confidence)) for a in arms} if bands else {}
     out.n_boot = n_boot
+
+
+def placebo_check(r: Ranking) -> dict | None:
+    """How often the ranking calls a placebo arm (D0's own distribution) different from the control: at the ranked
+    estimate, and at each measured size. Each call is a false positive; the nominal rate is 1 - confidence."""
+    rows = [row for row in r.rows if is_placebo(row.arm) and row.significance]
+    if not rows:
+        return None
+    sizes = [d for d in r.per_size if is_placebo(d["arm"])]
+    called = [row.arm for row in rows if row.significance in ("+", "-")]
+    return {"arms": len(rows), "called": called, "rate": len(called) / len(rows), "nominal": round(1 - r.confidence, 4),
+            "sizes": len(sizes), "sizes_called": sum(d["significance"] in ("+", "-") for d in sizes),
+            "deltas": {row.arm: row.delta_vs_control for row in rows}}
 
 
 def _fmt_interval(iv: tuple | None, signed: bool = False) -> str:
@@ -180,16 +220,17 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
     sizes = sorted({s for row in r.rows for s in row.observed})
     pct = f"{round(r.confidence * 100)}%"
     header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
-              "delta_vs_control", f"delta {pct} interval", "sig", "p_best", "contaminated", "removed", "rows",
+              "delta_vs_control", f"delta {pct} interval", "sig", "mde", "p_best", "contaminated", "removed", "rows",
               "duplicates", "tokens_p50", "method"]
     body = []
     for row in r.rows:
         prof = row.profile
         how = ("fit " + row.fit.form) if r.method == "fit" else "observed"
-        body.append([str(row.rank), row.arm, row.license, *[f"{row.observed[s]:.4f}" if s in row.observed else ""
-                                                            for s in sizes],
+        body.append([str(row.rank) if row.rank else "A/A", row.arm, row.license,
+                     *[f"{row.observed[s]:.4f}" if s in row.observed else "" for s in sizes],
                      f"{row.predicted:.4f}", _fmt_interval(row.interval), f"{row.delta_vs_control:+.4f}",
                      _fmt_interval(row.delta_interval, True), row.significance,
+                     "" if row.mde is None else f"{row.mde:.4f}",
                      "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
                      str(prof.get("removed", "")), str(prof.get("rows", "")), str(prof.get("duplicates", "")),
                      str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else "")])
@@ -213,10 +254,9 @@ def to_markdown(r: Ranking, extra: str = "") -> str:
     lines = [f"**{r.method_note}.**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(b) + " |" for b in body]
     if r.n_boot:
-        lines += ["", f"Intervals: {round(r.confidence * 100)}% percentile bootstrap, {r.n_boot} resamples of benchmark "
-                  f"examples (paired across arms) and seeds, every arm refitted on every resample. sig: + better than "
-                  f"the control, - worse, ~ not distinguishable from zero. p_best: share of resamples in which the arm "
-                  f"ranks first."]
+        lines += ["", intervals_note(r)]
+    if r.placebo:
+        lines += ["", placebo_note(r)]
     if r.per_size:
         lines += ["", "Paired delta vs control at each measured size:", "",
                   "| arm | size | delta | interval | sig |", "|---|---|---|---|---|"]
@@ -231,3 +271,52 @@ def to_markdown(r: Ranking, extra: str = "") -> str:
     if extra:
         lines += ["", extra.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def intervals_note(r: Ranking) -> str:
+    """What the intervals contain and what they do not, for this ranking."""
+    pct = round(r.confidence * 100)
+    text = (f"Intervals: {pct}% percentile bootstrap, {r.n_boot} resamples of the benchmark examples (paired across "
+            f"arms)")
+    if r.noise:
+        n = r.noise
+        per = ", ".join(f"{s}: {v['sd']:.4f} ({v['df']} df)" for s, v in n["per_size"].items())
+        borrowed = sorted(s for s, m in n["borrow"].items() if s != m)
+        text += (f", plus training noise: the seed-to-seed SD of {r.metric} measured from {n['source']} (by size "
+                 f"{per}{'; sizes ' + str(borrowed) + ' use the nearest measured size' if borrowed else ''}), added to "
+                 f"every point with its own uncertainty (few replicates give wider intervals), every arm refitted on "
+                 f"every resample. ")
+    else:
+        text += (". **No training noise was measured** (one seed per point and no control replicates), so the "
+                 "intervals hold benchmark sampling only and no arm is called better or worse (sig '?'); set "
+                 "noise.control_replicates: 2 or seeds: 2. ")
+    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
+    if mdes:
+        text += (f"Minimum detectable effect: {float(np.median(mdes)):.4f} {r.metric} (median over arms; a true delta "
+                 f"this large is called significant 80% of the time at {pct}%). ")
+    return text + ("sig: + better than the control, - worse, ~ not distinguishable from zero. p_best: share of "
+                   "resamples in which the arm ranks first. Not contained: other benchmarks, base models or "
+                   "training presets, and errors of the fit form beyond what the back-test shows.")
+
+
+def placebo_note(r: Ranking) -> str:
+    p = r.placebo
+    called = f" ({', '.join(p['called'])})" if p["called"] else ""
+    return (f"Placebo (A/A) check: {len(p['called'])} of {p['arms']} placebo arm(s) called different from the control"
+            f"{called}: false-positive rate {p['rate']:.2f} (nominal {p['nominal']:.2f}); at single sizes "
+            f"{p['sizes_called']} of {p['sizes']}. Placebo arms train on more rows of D0 as the 'candidate', so any "
+            f"+ or - on them is noise.")
+
+
+def noise_line(r: Ranking) -> str:
+    """One line for the terminal: the training noise the intervals contain and the smallest detectable delta."""
+    if not r.n_boot:
+        return ""
+    if not r.noise:
+        return ("sig '?': no training noise measured (one seed, no control replicates); intervals hold benchmark "
+                "sampling only, so no arm is called better or worse")
+    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
+    mde = f"; smallest detectable delta (80% power) {float(np.median(mdes)):.4f}" if mdes else ""
+    per = ", ".join(f"{v['sd']:.4f} at {s}" for s, v in r.noise["per_size"].items())
+    return (f"training noise in every interval: seed-to-seed SD of {r.metric} {per} ({r.noise['df']} df, from "
+            f"{r.noise['source']}){mde}")

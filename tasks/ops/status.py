@@ -44,7 +44,7 @@ def study_status(uri: str, study_name: str, run_id: str | None = None, since_ms:
     if study is None:
         return {}
     spec = tracking.study_from_params(study.data.params)
-    sizes, seeds, metric = spec.mixture.sizes, spec.seed_list, spec.primary
+    metric = spec.primary
     arms, points = [], []
     arm_runs = tracking.children(uri, study.info.run_id)
     flow_states = _prefect_states([a.data.tags.get(tracking.FLOW_RUN, "") for a in arm_runs]) if prefect else {}
@@ -55,19 +55,19 @@ def study_status(uri: str, study_name: str, run_id: str | None = None, since_ms:
             key = (int(p.data.params.get("size", 0)), int(p.data.params.get("seed", 0)))
             if key not in seen or p.info.start_time > seen[key].info.start_time:
                 seen[key] = p
-        for size in sizes:
-            for seed in seeds:
-                p = seen.get((size, seed))
-                state = STATES.get(p.info.status, p.info.status.lower()) if p else "queued"
-                reused = bool(p and tracking.REUSED in p.data.tags)
-                points.append({"arm": name, "size": size, "seed": seed, "state": state + (" (reused)" if reused else ""),
-                               "seconds": _duration(p.info) if p else None,
-                               "metric": p.data.metrics.get(metric) if p else None,
-                               "why": p.data.tags.get(tracking.FAILURE, "") if p else ""})
+        planned = spec.arm_points(name)
+        for size, seed in planned:
+            p = seen.get((size, seed))
+            state = STATES.get(p.info.status, p.info.status.lower()) if p else "queued"
+            reused = bool(p and tracking.REUSED in p.data.tags)
+            points.append({"arm": name, "size": size, "seed": seed, "state": state + (" (reused)" if reused else ""),
+                           "seconds": _duration(p.info) if p else None,
+                           "metric": p.data.metrics.get(metric) if p else None,
+                           "why": p.data.tags.get(tracking.FAILURE, "") if p else ""})
         done = sum(1 for pt in points if pt["arm"] == name and pt["state"].startswith("completed"))
         flow = flow_states.get(arm.data.tags.get(tracking.FLOW_RUN, ""), "")
         arms.append({"arm": name, "state": STATES.get(arm.info.status, arm.info.status.lower()),
-                     "points": f"{done}/{len(sizes) * len(seeds)}", "seconds": _duration(arm.info, arm.data.tags),
+                     "points": f"{done}/{len(planned)}", "seconds": _duration(arm.info, arm.data.tags),
                      "flow_run": flow, "why": arm.data.tags.get(tracking.FAILURE, "")})
     return {"study": study_name, "run_id": study.info.run_id, "state": STATES.get(study.info.status, study.info.status),
             "seconds": _duration(study.info), "primary_metric": metric,

@@ -40,6 +40,8 @@ class DataRef(Strict):
                                     "e.g. {text: sentence}. Fields not listed are read from a column of the same name.")
     label_names: list[str] | None = Field(None, description="Names of integer labels, in order (0 -> first). "
                                           "Leave empty when labels are already strings.")
+    label_noise: float = Field(0.0, ge=0, lt=1, description="D0 only, for known-truth studies: replace this share of "
+                               "labels by another label (fixed seed) to simulate noisy annotation. 0 for real data.")
 
 
 class Benchmark(Strict):
@@ -127,6 +129,22 @@ class Ranking(Strict):
         "is unreliable.")
 
 
+class Noise(Strict):
+    """Training noise: how much a point's metric moves between seeds (data order, adapter init, rows drawn). Every
+    interval and `sig` contains it; the README's "What the intervals contain" says how it is measured."""
+
+    control_replicates: int = Field(3, ge=0, le=10, description="With seeds: 1, extra seeds of the control arm at "
+                                    "replicate_sizes, run only to measure training noise. 0: no measurement, and the "
+                                    "ranking calls no arm better or worse (sig '?'). Ignored with seeds >= 2, where "
+                                    "every point's own seeds measure it.")
+    replicate_sizes: list[int] | None = Field(None, description="Mixture sizes for the control replicates; default: "
+                                              "the largest size, where the observed ranking is read and where training "
+                                              "noise was largest on the demo (SD 0.017 at 16 rows, 0.082 at 128).")
+    placebos: int = Field(0, ge=0, le=20, description="A/A check: add this many placebo arms, whose 'candidate' rows "
+                          "are more rows of D0 (rows no mixture uses as D0). They are ranked like candidates but never "
+                          "chosen as best; a placebo called + or - is a false positive. `curate calibrate` sets 5.")
+
+
 class Contamination(Strict):
     """Exact and near-duplicate matches between training data (D0 and candidates) and the benchmark."""
 
@@ -163,6 +181,7 @@ class Study(Strict):
                                   "(see deployments/prefect.yaml). Empty: $CURATE_WORK_POOL, else arms run in-process.")
     ranking: Ranking = Field(default_factory=Ranking, description="Intervals, fit form and ranking method.")
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
+    noise: Noise = Field(default_factory=Noise, description="Training-noise measurement and the placebo (A/A) check.")
 
     # field validators (not one model validator) so these are reported together with every other field error
     @field_validator("task")
@@ -205,9 +224,32 @@ class Study(Strict):
         names = list(self.metrics or tasktypes.get(self.task).metrics)
         return names if self.primary in names else [self.primary, *names]
 
+    @model_validator(mode="after")
+    def _noise(self):
+        sizes = self.noise.replicate_sizes
+        if sizes and not set(sizes) <= set(self.mixture.sizes):
+            raise ValueError(f"noise.replicate_sizes {sizes} must be mixture sizes {self.mixture.sizes}")
+        if self.benchmark.data is not None and self.benchmark.data.label_noise:
+            raise ValueError("benchmark.data.label_noise: noise is for training data (base) only; a benchmark must "
+                             "keep its true labels")
+        return self
+
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
+
+    def point_seeds(self, arm: str, size: int) -> list[int]:
+        """The seeds of one (arm, size): the study's seeds, plus the control replicates where they run."""
+        from tasks.common import CONTROL
+
+        extra = self.noise.control_replicates if self.seeds == 1 and arm == CONTROL else 0
+        if extra and size in (self.noise.replicate_sizes or self.mixture.sizes[-1:]):
+            return [self.seed + i for i in range(1 + extra)]
+        return self.seed_list
+
+    def arm_points(self, arm: str) -> list[tuple[int, int]]:
+        """(size, seed) of every point of an arm, in the order they run."""
+        return [(size, seed) for size in self.mixture.sizes for seed in self.point_seeds(arm, size)]
 
     @property
     def pool(self) -> str | None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from tasks import tasktypes
 from tasks.backends.data import load_split, normalize, write_jsonl
 from tasks.backends.models import check_model
-from tasks.common import CONTROL, fingerprint
+from tasks.common import CONTROL, PLACEBO, fingerprint, is_placebo
 from tasks.core import contamination, mixing
 from tasks.errors import DataError, StudyInvalid
 from tasks.spec.catalog import CatalogEntry, load_catalog, unknown_candidate
@@ -53,7 +53,7 @@ def data_fingerprint(study: Study) -> str:
     """The study fields that decide the prepared data (not concurrency, work pool or ranking options), the catalog's
     files and the size and time of every local data file: prepared inputs are reused only while none changed."""
     fields = study.model_dump(mode="json", include={"name", "task", "base", "benchmark", "candidates", "catalog_dir",
-                                                    "mixture", "seed", "contamination", "output_dir"})
+                                                    "mixture", "seed", "contamination", "output_dir", "noise"})
     catalog = Path(study.catalog_dir)
     files = sorted(catalog.glob("*.y*ml")) if catalog.is_dir() else []
     try:
@@ -157,6 +157,8 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     for name in study.candidates:
         if name == CONTROL:
             problems.append(f"candidates: '{CONTROL}' is reserved for the D0-only arm, which always runs")
+        elif is_placebo(name):
+            problems.append(f"candidates: names starting with '{PLACEBO}' are reserved for placebo arms (noise.placebos)")
         elif entries and name not in entries:
             problems.append(f"candidates: {unknown_candidate(name, entries)}")
         elif name in entries and entries[name].task != study.task:
@@ -169,6 +171,11 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     if d0 is not None:
         d0, bench = _benchmark(study, d0, problems)
         context = kind.context(d0, study.base)
+        if study.base.label_noise:
+            try:  # after the hold-out: a benchmark taken from D0 keeps its true labels
+                d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
+            except NotImplementedError as err:
+                problems.append(f"base.label_noise: {err}")
     if bench is not None and context is not None:
         bench, found = kind.check(bench, context, "benchmark")
         problems += found
@@ -195,17 +202,35 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         cand_rows[entry.name] = rows
         if d0 is not None:
             _check_sizes(len(d0), len(rows), study, entry.name, problems)
+    placebos = {}
     if d0 is not None:
         _check_sizes(len(d0), None, study, CONTROL, problems)
+        placebos = _placebos(d0, study, problems)
     model_problem = check_model(study.model)
     if model_problem:
         problems.append(model_problem)
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
-    return _write(study, d0, bench, context, contam, cand_rows, entries, write)
+    return _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos)
 
 
-def _write(study, d0, bench, context, contam, cand_rows, entries, write) -> Inputs:
+def _placebos(d0: list[dict], study: Study, problems: list[str]) -> dict[str, list[dict]]:
+    """noise.placebos arms: each one's 'candidate' rows are D0 rows that no mixture uses as D0, in its own order."""
+    if not study.noise.placebos:
+        return {}
+    size, share = max(study.mixture.sizes), study.mixture.d0_share
+    pool = mixing.unused_d0(len(d0), size, share, study.seed)
+    need = mixing.split_counts(size, share, False)[1]
+    if mixing.shortfall(len(pool), need) and not study.mixture.allow_repetition:
+        problems.append(f"noise.placebos: a placebo arm needs {need} D0 rows beyond the "
+                        f"{len(d0) - len(pool)} its mixtures use as D0 at size {size}, but D0 has {len(d0)} rows; "
+                        f"lower the sizes, use more D0 rows, or set noise.placebos: 0")
+        return {}
+    return {f"{PLACEBO}{k}": [d0[i] for i in np.random.default_rng([study.seed, 77, k]).permutation(pool)]
+            for k in range(1, study.noise.placebos + 1)}
+
+
+def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos) -> Inputs:
     folder = study.output_path / "data"
     paths = {"d0": folder / "d0.jsonl", "benchmark": folder / "benchmark.jsonl"}
     files = [(paths["d0"], d0), (paths["benchmark"], bench)]
@@ -220,6 +245,12 @@ def _write(study, d0, bench, context, contam, cand_rows, entries, write) -> Inpu
                         rows=len(rows), catalog_version=entries[name].version, contamination=counts,
                         entry_fingerprint=entries[name].fingerprint(),
                         profile=_profile(rows, study.task, counts, entries[name].license)))
+    for name, rows in placebos.items():
+        path = folder / f"{name}.jsonl"
+        files.append((path, rows))
+        arms.append(Arm(name=name, data=str(path), data_fingerprint=fingerprint(rows), license="(your data: placebo)",
+                        rows=len(rows), contamination=d0_counts, entry_fingerprint=fingerprint(["placebo", name]),
+                        profile=_profile(rows, study.task, d0_counts, "(your data: placebo)")))
     inputs = Inputs(study_fingerprint=data_fingerprint(study), d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0),
                     benchmark=str(paths["benchmark"]), benchmark_fingerprint=fingerprint(bench), context=context,
                     arms=arms, d0_contamination=d0_counts)

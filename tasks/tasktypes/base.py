@@ -43,6 +43,10 @@ class TaskType:
         """A candidate or the benchmark against D0's context: (rows, possibly remapped; problems)."""
         return rows, []
 
+    def label_noise(self, rows: list[dict], share: float, seed: int, context: dict) -> list[dict]:
+        """Rows with a fixed share of their answers replaced (known-truth studies); only task types with labels."""
+        raise NotImplementedError(f"task type '{self.name}' has no labels to add noise to")
+
     def profile(self, rows: list[dict]) -> dict:
         """Extra data-profile entries of a source (e.g. its label distribution)."""
         return {}

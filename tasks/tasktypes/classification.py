@@ -39,8 +39,11 @@ class Classification(TaskType):
             return rows, [f"{origin}: labels outside D0's label set: {', '.join(outside)}; D0 labels: "
                           f"{', '.join(labels)} (map them with label_map in the catalog entry, or label_names)"]
         if entry is not None and entry.label_noise:
-            rows = _with_noise(rows, entry.label_noise, entry.version, labels)
+            rows = self.label_noise(rows, entry.label_noise, entry.version, context)
         return rows, []
+
+    def label_noise(self, rows, share, seed, context):
+        return _with_noise(rows, share, seed, context["labels"])
 
     def profile(self, rows):
         counts: dict[str, int] = {}
@@ -101,9 +104,9 @@ def macro_f1(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
     return float(np.mean(np.divide(2 * tp, den, out=np.zeros(n_labels), where=den > 0)))
 
 
-def _with_noise(rows: list[dict], share: float, version: int, labels: list[str]) -> list[dict]:
+def _with_noise(rows: list[dict], share: float, seed: int, labels: list[str]) -> list[dict]:
     """Replace the labels of a fixed share of rows by a different label (documented negative controls)."""
-    rng = np.random.default_rng([version, 7])
+    rng = np.random.default_rng([seed, 7])
     noisy = rng.choice(len(rows), round(share * len(rows)), replace=False)
     rows = [dict(r) for r in rows]
     for i in noisy:
