@@ -11,6 +11,7 @@ from tasks.backends import plots, tracking
 from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
 from tasks.core import ranking
+from tasks.core import uncertainty as unc
 from tasks.errors import WorkbenchError
 from tasks.spec.study import Study
 from tasks.tasktypes.base import TaskType
@@ -93,8 +94,8 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         p = result.placebo
         tracking.log_metrics(uri, study_run_id, {"placebo_false_positive_rate": p["rate"], "placebo_arms": p["arms"]})
     return {"metric": metric, "target_size": target, "rows": ranking.to_records(result), "markdown": markdown,
-            "placebo": result.placebo and {**result.placebo, "summary": ranking.placebo_note(result)},
-            "noise": result.noise, "noise_line": ranking.noise_line(result), "method": result.method,
+            "placebo": result.placebo and {**result.placebo, "summary": unc.placebo_note(result)},
+            "noise": result.noise, "noise_line": unc.noise_line(result), "method": result.method,
             "method_note": result.method_note, "agreement": extra, "backtest": result.backtest, "out_dir": str(out_dir)}
 
 

@@ -254,9 +254,9 @@ def to_markdown(r: Ranking, extra: str = "") -> str:
     lines = [f"**{r.method_note}.**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(b) + " |" for b in body]
     if r.n_boot:
-        lines += ["", intervals_note(r)]
+        lines += ["", unc.intervals_note(r)]
     if r.placebo:
-        lines += ["", placebo_note(r)]
+        lines += ["", unc.placebo_note(r)]
     if r.per_size:
         lines += ["", "Paired delta vs control at each measured size:", "",
                   "| arm | size | delta | interval | sig |", "|---|---|---|---|---|"]
@@ -272,51 +272,3 @@ def to_markdown(r: Ranking, extra: str = "") -> str:
         lines += ["", extra.rstrip()]
     return "\n".join(lines) + "\n"
 
-
-def intervals_note(r: Ranking) -> str:
-    """What the intervals contain and what they do not, for this ranking."""
-    pct = round(r.confidence * 100)
-    text = (f"Intervals: {pct}% percentile bootstrap, {r.n_boot} resamples of the benchmark examples (paired across "
-            f"arms)")
-    if r.noise:
-        n = r.noise
-        per = ", ".join(f"{s}: {v['sd']:.4f} ({v['df']} df)" for s, v in n["per_size"].items())
-        borrowed = sorted(s for s, m in n["borrow"].items() if s != m)
-        text += (f", plus training noise: the seed-to-seed SD of {r.metric} measured from {n['source']} (by size "
-                 f"{per}{'; sizes ' + str(borrowed) + ' use the nearest measured size' if borrowed else ''}), added to "
-                 f"every point with its own uncertainty (few replicates give wider intervals), every arm refitted on "
-                 f"every resample. ")
-    else:
-        text += (". **No training noise was measured** (one seed per point and no control replicates), so the "
-                 "intervals hold benchmark sampling only and no arm is called better or worse (sig '?'); set "
-                 "noise.control_replicates: 2 or seeds: 2. ")
-    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
-    if mdes:
-        text += (f"Minimum detectable effect: {float(np.median(mdes)):.4f} {r.metric} (median over arms; a true delta "
-                 f"this large is called significant 80% of the time at {pct}%). ")
-    return text + ("sig: + better than the control, - worse, ~ not distinguishable from zero. p_best: share of "
-                   "resamples in which the arm ranks first. Not contained: other benchmarks, base models or "
-                   "training presets, and errors of the fit form beyond what the back-test shows.")
-
-
-def placebo_note(r: Ranking) -> str:
-    p = r.placebo
-    called = f" ({', '.join(p['called'])})" if p["called"] else ""
-    return (f"Placebo (A/A) check: {len(p['called'])} of {p['arms']} placebo arm(s) called different from the control"
-            f"{called}: false-positive rate {p['rate']:.2f} (nominal {p['nominal']:.2f}); at single sizes "
-            f"{p['sizes_called']} of {p['sizes']}. Placebo arms train on more rows of D0 as the 'candidate', so any "
-            f"+ or - on them is noise.")
-
-
-def noise_line(r: Ranking) -> str:
-    """One line for the terminal: the training noise the intervals contain and the smallest detectable delta."""
-    if not r.n_boot:
-        return ""
-    if not r.noise:
-        return ("sig '?': no training noise measured (one seed, no control replicates); intervals hold benchmark "
-                "sampling only, so no arm is called better or worse")
-    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
-    mde = f"; smallest detectable delta (80% power) {float(np.median(mdes)):.4f}" if mdes else ""
-    per = ", ".join(f"{v['sd']:.4f} at {s}" for s, v in r.noise["per_size"].items())
-    return (f"training noise in every interval: seed-to-seed SD of {r.metric} {per} ({r.noise['df']} df, from "
-            f"{r.noise['source']}){mde}")
