@@ -206,7 +206,8 @@ def test_noise_options_are_checked(tmp_path, tiny_model):
     entries = {"placebo-9": sentiment_entry("candidate_clean.jsonl")}
     assert "reserved for placebo arms" in _problems(tmp_path, tiny_model, ["placebo-9"], entries=entries)
     study = Study.model_validate(sentiment_study(tmp_path, tiny_model, ["clean"], mixture={"sizes": [16, 32, 64]}))
-    assert study.arm_points("control") == [(16, 0), (32, 0), (64, 0), (64, 1), (64, 2), (64, 3)]  # replicates: largest
+    assert study.arm_points("control") == [(16, 0), (16, 1), (16, 2), (16, 3), (32, 0), (64, 0), (64, 1), (64, 2),
+                                           (64, 3)]  # replicates at the smallest and largest size
     assert study.arm_points("clean") == [(16, 0), (32, 0), (64, 0)]
     assert Study.model_validate({**study.model_dump(), "seeds": 2}).arm_points("control") == [
         (s, e) for s in (16, 32, 64) for e in (0, 1)]  # with seeds >= 2 every point measures the noise itself

@@ -162,17 +162,17 @@ def test_calibrate_adds_placebo_arms_and_control_replicates(tmp_path, tiny_model
     path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"], ranking={"bootstrap": 100}))
     result = CliRunner().invoke(app, ["calibrate", str(path), "--placebos", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "+ 3 control replicates (training noise) = 11 points" in result.output
+    assert "+ 6 control replicates (training noise) = 14 points" in result.output
     assert "Placebo (A/A) check:" in result.output and "of 2 placebo arm(s) called different" in result.output
     assert "training noise in every interval: seed-to-seed SD" in result.output
-    assert "from control replicates at sizes [32]" in result.output
+    assert "from control replicates at sizes [16, 32]" in result.output
     uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     client, runs = _runs(uri)
     studies, arms, points = run_tree(runs)
     assert sorted(a.data.tags["curate.arm"] for a in arms) == ["clean", "control", "placebo-1", "placebo-2"]
     control = [p for p in points if p.data.params["arm"] == "control"]
     assert sorted((p.data.params["size"], p.data.params["seed"]) for p in control) == [
-        ("16", "0"), ("32", "0"), ("32", "1"), ("32", "2"), ("32", "3")]
+        (s, e) for s in ("16", "32") for e in "0123"]
     assert 0 <= studies[0].data.metrics["placebo_false_positive_rate"] <= 1
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "out" / "ranking" / "ranking.csv"))}
     assert rows["placebo-1"]["rank"] == "A/A" and rows["placebo-1"]["p_best"] == "" and rows["clean"]["mde"]

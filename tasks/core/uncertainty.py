@@ -15,9 +15,10 @@ from tasks.common import is_placebo
 
 def training_noise(values: dict) -> dict | None:
     """values: (arm, size) -> the full-benchmark metric of each seed. The spread between seeds on the same benchmark
-    is training noise alone; it is pooled per size over the (arm, size) groups with >= 2 seeds (it grows with size:
-    on the demo its SD went from 0.017 at 16 rows to 0.082 at 128), with its degrees of freedom. A size without
-    replicates borrows the nearest measured size (the larger one on a tie). None when no group has two seeds."""
+    is training noise alone; it is pooled per size over the (arm, size) groups with >= 2 seeds, with its degrees of
+    freedom (it changes with size: on the demo the accuracy SD went from 0.017 at 16 rows to 0.082 at 128). A size
+    without replicates borrows the noisier of its measured neighbours below and above (the nearest one outside
+    the measured range). None when no group has two seeds."""
     groups = {k: np.asarray(v, float) for k, v in values.items() if len(v) >= 2}
     if not groups:
         return None
@@ -27,8 +28,11 @@ def training_noise(values: dict) -> dict | None:
         df = sum(len(v) - 1 for v in vs)
         var = sum(float(((v - v.mean()) ** 2).sum()) for v in vs) / df
         per_size[s] = {"var": var, "sd": float(np.sqrt(var)), "df": df}
-    measured = sorted(per_size)
-    borrow = {s: min(measured, key=lambda m: (abs(np.log(m / s)), -m)) for _, s in values}
+    def neighbour(s: int) -> int:
+        near = [max((m for m in per_size if m <= s), default=None), min((m for m in per_size if m >= s), default=None)]
+        return max((m for m in near if m is not None), key=lambda m: per_size[m]["var"])
+
+    borrow = {s: neighbour(s) for _, s in values}
     df = sum(v["df"] for v in per_size.values())
     return {"per_size": per_size, "borrow": borrow, "df": df, "groups": len(groups),
             "sd": float(np.sqrt(sum(v["var"] * v["df"] for v in per_size.values()) / df)),
@@ -97,7 +101,7 @@ def intervals_note(r) -> str:
         per = ", ".join(f"{s}: {v['sd']:.4f} ({v['df']} df)" for s, v in n["per_size"].items())
         borrowed = sorted(s for s, m in n["borrow"].items() if s != m)
         text += (f", plus training noise: the seed-to-seed SD of {r.metric} measured from {n['source']} (by size "
-                 f"{per}{'; sizes ' + str(borrowed) + ' use the nearest measured size' if borrowed else ''}), added to "
+                 f"{per}{'; sizes ' + str(borrowed) + ' take the noisier measured neighbour' if borrowed else ''}), added to "
                  f"every point with its own uncertainty (few replicates give wider intervals), every arm refitted on "
                  f"every resample. ")
     else:

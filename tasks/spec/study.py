@@ -138,8 +138,10 @@ class Noise(Strict):
                                     "ranking calls no arm better or worse (sig '?'). Ignored with seeds >= 2, where "
                                     "every point's own seeds measure it.")
     replicate_sizes: list[int] | None = Field(None, description="Mixture sizes for the control replicates; default: "
-                                              "the largest size, where the observed ranking is read and where training "
-                                              "noise was largest on the demo (SD 0.017 at 16 rows, 0.082 at 128).")
+                                              "the smallest and the largest size. Training noise changes with size "
+                                              "(accuracy SD 0.017 at 16 rows, 0.082 at 128 on the demo; gold_logprob "
+                                              "noisier at small sizes), so a size in between takes the larger of its "
+                                              "two measured neighbours.")
     placebos: int = Field(0, ge=0, le=20, description="A/A check: add this many placebo arms, whose 'candidate' rows "
                           "are more rows of D0 (rows no mixture uses as D0). They are ranked like candidates but never "
                           "chosen as best; a placebo called + or - is a false positive. `curate calibrate` sets 5.")
@@ -243,7 +245,7 @@ class Study(Strict):
         from tasks.common import CONTROL
 
         extra = self.noise.control_replicates if self.seeds == 1 and arm == CONTROL else 0
-        if extra and size in (self.noise.replicate_sizes or self.mixture.sizes[-1:]):
+        if extra and size in (self.noise.replicate_sizes or {self.mixture.sizes[0], self.mixture.sizes[-1]}):
             return [self.seed + i for i in range(1 + extra)]
         return self.seed_list
 
