@@ -38,8 +38,8 @@ def test_small_study_with_real_smollm2(tmp_path, prefect_harness):
 
 @pytest.mark.slow
 def test_known_truth_study_orders_arms_and_catches_planted_copies(tmp_path, prefect_harness):
-    """deployments/studies/sst2-known-truth.yaml with the real SmolLM2 (~15 min on 2 cores): D0 with 40 % of its
-    labels replaced; the clean same-source candidate ranks first with '+', the same source with D0's own noise is
+    """deployments/studies/sst2-known-truth.yaml with the real SmolLM2 (~35 min on 2 cores): D0 with 30 % of its
+    labels replaced, sizes 128-512; the clean same-source candidate ranks first with '+', the same source with D0's own noise is
     '~', the label-flipped candidate '-', and the benchmark copies are caught."""
     import csv
 
