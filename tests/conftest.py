@@ -16,6 +16,19 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests write their own SQLite stores, never into a user's server
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_per_test():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; without this a later test's study would log into an
+    earlier test's store (seen in CI, where test order put the math smoke test after one that set it)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _corpus() -> list[str]:

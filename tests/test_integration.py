@@ -154,10 +154,9 @@ def test_rerun_reuses_every_finished_point_and_status_shows_it(finished_study):
     assert status.output.count("completed (reused)") == 24 and studies[1].info.run_id in status.output
 
 
-def test_calibrate_adds_placebo_arms_and_control_replicates(tmp_path, tiny_model, prefect_harness, monkeypatch):
+def test_calibrate_adds_placebo_arms_and_control_replicates(tmp_path, tiny_model, prefect_harness):
     """`curate calibrate` on a one-seed study: the control runs its replicate seeds (training noise), two placebo
     arms train on more D0 rows, and the ranking reports how often a placebo is called different (A/A)."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri in other tests exports it
     write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
     path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"], ranking={"bootstrap": 100}))
     result = CliRunner().invoke(app, ["calibrate", str(path), "--placebos", "2"])
