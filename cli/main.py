@@ -42,7 +42,7 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show e
 
 
 def _check(study_path: Path, work_pool: str | None = None, concurrency: int | None = None, write: bool = False,
-           placebos: int | None = None):
+           placebos: int | None = None, smoke: bool = False):
     """Validate the study (and, when its arms go to a work pool, the server, pool, deployment and pool limit).
     write=True writes the normalized data and the validated inputs, which the flow then reads instead of
     validating again."""
@@ -52,6 +52,10 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
 
     quiet_libraries()
     study = load_study(study_path)
+    if smoke:
+        from tasks.spec.presets import smoke as reduced
+
+        study = reduced(study)
     if concurrency:
         study.concurrency = concurrency
     if work_pool:
@@ -108,9 +112,11 @@ def _first_prefect_start() -> None:
 def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
         concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study)."),
         work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
-                                      "$CURATE_WORK_POOL; needs PREFECT_API_URL).")):
+                                      "$CURATE_WORK_POOL; needs PREFECT_API_URL)."),
+        smoke: bool = typer.Option(False, "--smoke", help="Prove the set-up in about a minute: sizes 8 and 16, 8 "
+                                   "benchmark rows, 2 steps per point, into '<name>-smoke' (results mean nothing).")):
     """Validate, then train and evaluate every point not finished before, then rank. Shows progress per point."""
-    _run(study_path, work_pool, concurrency)
+    _run(study_path, work_pool, concurrency, smoke=smoke)
 
 
 @app.command()
@@ -125,9 +131,10 @@ def calibrate(study_path: Path = typer.Argument(..., help="Study YAML file."),
         fail(WorkbenchError("the ranking has no placebo check (ranking.intervals is off, or no placebo arm finished)"))
 
 
-def _run(study_path: Path, work_pool: str | None, concurrency: int | None, placebos: int | None = None) -> dict:
+def _run(study_path: Path, work_pool: str | None, concurrency: int | None, placebos: int | None = None,
+         smoke: bool = False) -> dict:
     try:
-        study, inputs = _check(study_path, work_pool, concurrency, write=True, placebos=placebos)
+        study, inputs = _check(study_path, work_pool, concurrency, write=True, placebos=placebos, smoke=smoke)
     except WorkbenchError as err:
         fail(err)
     from tasks.backends.tracking import tracking_uri

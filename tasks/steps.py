@@ -102,7 +102,7 @@ def profile_arms(study: Study, inputs: Inputs, model_dir: str) -> Inputs:
 def open_study_run(study: Study, inputs: Inputs, uri: str) -> str:
     """Create the experiment and the study run: the study's fields as params, the resolved spec as an artifact."""
     exp = tracking.open_experiment(uri, study.name, study.output_path)
-    params = {**tracking.model_params(study), tracking.CONTEXT: json.dumps(inputs.context),
+    params = {**tracking.model_params(study), tracking.CONTEXT: tracking.context_param(inputs.context),
               tracking.BENCHMARK_ROWS: len(read_jsonl(Path(inputs.benchmark)))}
     tags = {tracking.STUDY: study.name, tracking.STUDY_FP: fingerprint(study.model_dump(mode="json")),
             tracking.CATALOG_FP: fingerprint([a.model_dump() for a in inputs.arms])}
@@ -111,6 +111,7 @@ def open_study_run(study: Study, inputs: Inputs, uri: str) -> str:
     spec = study.output_path / "study.resolved.json"
     spec.write_text(study.model_dump_json(indent=2))
     tracking.log_artifact(uri, run_id, spec)
+    tracking.log_context(uri, run_id, inputs.context, study.output_path / "data")
     return run_id
 
 
@@ -155,7 +156,9 @@ def plan_points(study: Study, inputs: Inputs, uri: str, experiment_id: str) -> d
             mix_fp = fingerprint(rows)
             plan[arm.name].append(PointPlan(
                 size=size, seed=seed, mixture=str(path), mixture_fingerprint=mix_fp,
-                fingerprint=resume.point_fingerprint(study, mix_fp, inputs.benchmark_fingerprint, seed),
+                # the task context (labels, few-shot exemplars) decides prompts as much as the benchmark does
+                fingerprint=resume.point_fingerprint(study, mix_fp, fingerprint([inputs.benchmark_fingerprint,
+                                                                                 inputs.context]), seed),
                 from_candidate=sum(r["origin"] == "candidate" for r in rows)))
     done = tracking.finished_points(uri, experiment_id, [p.fingerprint for ps in plan.values() for p in ps])
     for p in (p for ps in plan.values() for p in ps):
@@ -212,6 +215,8 @@ def log_point(study: Study, uri: str, point_run_id: str, trained: dict, scored: 
     timing = {"train_seconds": trained["train_seconds"], "eval_seconds": scored["eval_seconds"],
               "train_tokens_per_s": trained["train_tokens_per_s"], "train_loss": trained["train_loss"]}
     tracking.log_metrics(uri, point_run_id, {**metrics, **timing})
+    if trained.get("notes"):
+        tracking.log_params(uri, point_run_id, trained["notes"])
     tracking.log_artifact(uri, point_run_id, trained["adapter_dir"], tracking.ADAPTER)
     tracking.log_artifact(uri, point_run_id, scored["predictions"])
     tracking.end_run(uri, point_run_id)

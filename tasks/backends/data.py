@@ -129,7 +129,7 @@ def load_split(ref: DataRef) -> datasets.Dataset:
     where = resolve_source(ref.source)
     if isinstance(where, str):  # only the Hub can serve it
         try:
-            return with_retries(datasets.load_dataset, where, split=ref.split, what=f"loading {where} from the Hub")
+            return with_retries(datasets.load_dataset, where, ref.subset, split=ref.split, what=f"loading {where} from the Hub")
         except Exception as err:  # the Hub client raises many types; keep the cause, name the source
             raise DataError(f"'{ref.source}': could not load split '{ref.split}' from the Hub "
                             f"(set {MIRROR_ENV} to a local mirror when offline): {err}") from err
@@ -156,20 +156,23 @@ def load_split(ref: DataRef) -> datasets.Dataset:
 
 
 def normalize(ds: datasets.Dataset, task: str, ref: DataRef, origin: str) -> list[dict]:
-    """Rows of the task type's fields (the column map renames source columns; the task type checks each row)."""
-    fields = tasktypes.get(task).fields
-    mapping = {f: ref.columns.get(f, f) for f in fields}
-    unknown = sorted(set(ref.columns) - set(fields))
-    if unknown:
-        raise DataError(f"{origin}: columns: unknown task field(s) {unknown}; {task} fields: {', '.join(fields)}")
-    missing = [f"'{col}' (for field '{f}')" for f, col in mapping.items() if col not in ds.column_names]
-    if missing:
-        raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}")
+    """Rows of the task type's fields, each checked by the task type; errors name the file and line where the source
+    is one local JSONL file, else the row."""
     if len(ds) == 0:
         raise DataError(f"{origin}: the dataset is empty (split '{ref.split}')")
-    kind = tasktypes.get(task)
-    return [kind.normalize({f: raw[col] for f, col in mapping.items()}, ref, origin, i)
-            for i, raw in enumerate(ds.select_columns(list(set(mapping.values()))))]
+    return tasktypes.get(task).read(ds, ref, origin, locator(ref, origin))
+
+
+def locator(ref: DataRef, origin: str):
+    """Row index -> 'file:line' for a single local JSONL source (its slice start counted), else '<origin>: row i'."""
+    where = resolve_source(ref.source)
+    start = re.fullmatch(r"[\w.-]+(?:\[(\d*):?\d*\])?", ref.split)
+    if not (isinstance(where, Path) and where.is_file() and _suffix(where) == ".jsonl" and start):
+        return lambda i: f"{origin}: row {i}"
+    with open(where, encoding="utf-8") as f:
+        lines = [n for n, line in enumerate(f, 1) if line.strip()]
+    first = int(start.group(1) or 0)
+    return lambda i: f"{origin}: {where}:{lines[first + i]}" if first + i < len(lines) else f"{origin}: row {i}"
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:

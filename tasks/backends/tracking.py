@@ -30,6 +30,7 @@ BEST_ARM, BEST_CANDIDATE, RANKED_ON, METHOD = ("curate.best_arm", "curate.best_c
                                                "curate.ranking_method")
 # params beside the study's own fields (which are logged under their field paths: 'mixture.sizes', 'ranking.fit')
 CONTEXT, BENCHMARK_ROWS = "inputs.task_context", "inputs.benchmark_rows"
+CONTEXT_FILE, PARAM_MAX = "task_context.json", 6000  # MLflow keeps at most 6000 characters of a param
 DATA_FP, ENTRY_FP = "data_fingerprint", "entry_fingerprint"
 # artifacts
 PREDICTIONS, ADAPTER = "predictions.jsonl", "adapter"
@@ -90,7 +91,7 @@ def claim_run(uri: str, run_id: str, owner: dict) -> None:
 
 
 def log_params(uri: str, run_id: str, params: dict) -> None:
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(k, str(v)[:PARAM_MAX]) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         MlflowClient(uri).log_batch(run_id, params=items[i:i + 100])
 
@@ -216,6 +217,32 @@ def study_from_params(params: dict[str, str]) -> Study:
     return Study.model_validate(tree)
 
 
+def context_param(context: dict) -> str:
+    """The task context as a param, or a pointer to its artifact when it is longer than a param may be."""
+    text = json.dumps(context)
+    return text if len(text) <= PARAM_MAX else json.dumps({"artifact": CONTEXT_FILE})
+
+
+def log_context(uri: str, run_id: str, context: dict, folder: Path) -> None:
+    """Artifacts of the context: the whole context when it does not fit a param, and fewshot.jsonl (the exemplars
+    every benchmark prompt showed)."""
+    if len(json.dumps(context)) > PARAM_MAX:
+        (folder / CONTEXT_FILE).write_text(json.dumps(context))
+        log_artifact(uri, run_id, folder / CONTEXT_FILE)
+    if context.get("fewshot"):
+        path = folder / "fewshot.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in context["fewshot"]))
+        log_artifact(uri, run_id, path)
+
+
+def _context(uri: str, run_id: str, raw: str) -> dict:
+    context = json.loads(raw)
+    if set(context) == {"artifact"}:
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(MlflowClient(uri).download_artifacts(run_id, context["artifact"], tmp)).read_text())
+    return context
+
+
 def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
     """Everything `rank` needs, from MLflow alone: the study, its task context, each arm's license and profile,
     every finished point (arm, size, seed, metrics; per-example predictions when examples=True)."""
@@ -230,6 +257,6 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
             points.append({"arm": name, "size": int(p.data.params["size"]), "seed": int(p.data.params["seed"]),
                            "metrics": dict(p.data.metrics),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
-    return {"study": study_from_params(params), "context": json.loads(params.get(CONTEXT, "{}")),
+    return {"study": study_from_params(params), "context": _context(uri, study_run_id, params.get(CONTEXT, "{}")),
             "licenses": licenses, "profiles": profiles, "points": points, "experiment_id": run.info.experiment_id,
             "run": run}

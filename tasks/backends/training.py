@@ -18,16 +18,20 @@ def lora_config(preset: Training):
                       target_modules=preset.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool):
+def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool, assistant_only: bool = False):
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=preset.batch_size,
         num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=0, completion_only_loss=True,
+        lr_scheduler_type="linear", warmup_steps=0,
+        # loss on the answer only: the completion of prompt/completion rows, or the assistant turns of conversations
+        # whose chat template marks them (tasks.tasktypes.instruction)
+        completion_only_loss=not assistant_only, assistant_only_loss=assistant_only,
         # the rows of a batch run as one sequence, no padding (1.45x the tokens/s of padded batches on a CPU, the
-        # same loss: tests/benchmarks); the task type already fitted every prompt + answer into max_length
-        padding_free=True, max_length=None,
+        # same loss: tests/benchmarks); the task type already fitted every prompt + answer into max_length.
+        # Conversations are cut by trl at max_length, which padding-free batches do not enforce: padded there
+        padding_free=not assistant_only, max_length=preset.max_length if assistant_only else None,
         seed=seed, data_seed=seed, bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none",
         save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
         dataset_num_proc=None, gradient_checkpointing=False,
@@ -48,8 +52,9 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
     model, tokenizer = models.load_for_training(Path(model_dir), quantize, trust_remote_code)
     if quantize:
         model = prepare_model_for_kbit_training(model)
-    records = tasktypes.get(task).pairs(read_jsonl(Path(mixture_path)), context, tokenizer, preset.max_length)
-    trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16),
+    kind = tasktypes.get(task)
+    records = kind.pairs(read_jsonl(Path(mixture_path)), context, tokenizer, preset.max_length)
+    trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16, assistant_only="messages" in records[0]),
                          train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                          peft_config=lora_config(preset))
     trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict; the flow reports each point itself
@@ -64,4 +69,4 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
     tokens = tokens_per_epoch * epochs
     return {"adapter_dir": str(adapter), "train_loss": float(result.training_loss), "train_steps": int(result.global_step),
             "train_seconds": seconds, "train_tokens": int(tokens), "train_tokens_per_s": tokens / seconds,
-            "quantized_4bit": quantize, "bf16": bf16}
+            "quantized_4bit": quantize, "bf16": bf16, "notes": kind.training_notes(tokenizer)}

