@@ -26,9 +26,11 @@ def _options(study: Study, kind: TaskType, metric: str) -> dict:
             "bounds": kind.bounds(metric), "metric_fn": lambda ex, idx: kind.resample(metric, ex, idx)}
 
 
-def _companion(metric: str, kind: TaskType) -> str:
-    """The metric the ranking is compared with: the continuous one, or the primary when ranking on the continuous."""
-    return kind.continuous if metric != kind.continuous else kind.primary
+def _companions(metric: str, kind: TaskType, logged: set[str]) -> list[str]:
+    """Metrics the ranking is compared with, in order of preference: the continuous one, or the primary when ranking
+    on the continuous, then the other logged per-example metrics (the first on which the arms differ is used)."""
+    order = dict.fromkeys([kind.continuous, kind.primary, *kind.per_example, *kind.metrics])
+    return [m for m in order if m != metric and m in logged and m not in kind.lower_is_better]
 
 
 def _points(study: dict, kind: TaskType) -> list[ranking.Point]:
@@ -43,7 +45,7 @@ def agreement(a: ranking.Ranking, b: ranking.Ranking, kind: TaskType) -> dict:
     arms = sorted(ea)
     tau = kendalltau([ea[x] for x in arms], [eb[x] for x in arms]).statistic if len(arms) > 2 else float("nan")
     return {"metric": b.metric, "kendall_tau": float(tau), "same_best": a.rows[0].arm == b.rows[0].arm,
-            "order": [r.arm for r in b.rows]}
+            "order": [r.arm for r in b.rows], "all_tied": len(set(eb.values())) == 1}
 
 
 def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | None = None) -> dict:
@@ -59,14 +61,17 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         raise WorkbenchError(f"no point logged metric '{metric}'; logged: {', '.join(sorted(points[0].metrics))}")
     result = ranking.rank_arms(points, study["licenses"], metric, target, profiles=study["profiles"],
                                **_options(spec, kind, metric))
-    other = _companion(metric, kind)
     agree = None
-    if any(other in p.metrics for p in points):
+    for other in _companions(metric, kind, set(points[0].metrics)):
         second = ranking.rank_arms(points, study["licenses"], other, target,
                                    **{**_options(spec, kind, other), "intervals": False})
         agree = agreement(result, second, kind)
+        if not agree["all_tied"]:
+            break
     extra = (f"Agreement with the ranking on {agree['metric']}: Kendall tau {agree['kendall_tau']:+.2f}, "
              f"{'same' if agree['same_best'] else 'different'} best arm (order: {', '.join(agree['order'])}).") if agree else ""
+    if agree and agree["all_tied"]:
+        extra = f"Agreement with the ranking on {agree['metric']}: none to measure, every arm scored the same on it."
     markdown = ranking.to_markdown(result, extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
