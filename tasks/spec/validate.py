@@ -54,7 +54,8 @@ def data_fingerprint(study: Study) -> str:
     """The study fields that decide the prepared data (not concurrency, work pool or ranking options), the catalog's
     files and the size and time of every local data file: prepared inputs are reused only while none changed."""
     fields = study.model_dump(mode="json", include={"name", "task", "base", "benchmark", "candidates", "catalog_dir",
-                                                    "mixture", "seed", "contamination", "output_dir", "noise"})
+                                                    "mixture", "seed", "contamination", "output_dir", "noise",
+                                                    "fewshot"})
     catalog = Path(study.catalog_dir)
     files = sorted(catalog.glob("*.y*ml")) if catalog.is_dir() else []
     try:

@@ -61,7 +61,7 @@ class TaskType:
         """The rows kept under drop_unusable, with a warning that counts what was dropped (never silently)."""
         if refused:
             logging.getLogger("curate").warning("%s: dropped %d of %d rows the task cannot use (drop_unusable), "
-                                                "e.g. %s", origin, len(refused), total, refused[0])
+                                                "e.g. %s", origin, len(refused), total, refused[0].removeprefix(f"{origin}: "))
         if not rows:
             raise DataError(f"{origin}: every row was dropped as unusable, e.g. {refused[0]}")
         return rows
