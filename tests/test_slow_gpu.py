@@ -72,3 +72,28 @@ def test_qlora_4bit_and_bf16_on_cuda(tiny_model, tmp_path):
                         ["negative", "positive"], 0, str(tmp_path))
     assert out["quantized_4bit"] is True and out["bf16"] is True
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, arms, metric", [("gsm8k-demo", 4, "accuracy"), ("instruction-demo", 5, "token_f1")])
+def test_generative_demo_studies_run_end_to_end_in_smoke_mode(tmp_path, prefect_harness, monkeypatch, name, arms,
+                                                              metric):
+    """The shipped math and instruction demos, as shipped (real SmolLM2, real GSM8K / ASDiv / NQ-open / TruthfulQA /
+    OpenBookQA data in four chat formats), through `curate run --smoke` from a copy of deployments/."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "deployments", tmp_path / "deployments")
+    shutil.copytree(ROOT / "catalog", tmp_path / "catalog")
+    monkeypatch.chdir(tmp_path)
+    if name == "instruction-demo":
+        subprocess.run([sys.executable, "deployments/data/instruction_demo.py"], check=True)
+    result = CliRunner().invoke(app, ["run", f"deployments/studies/{name}.yaml", "--smoke"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / (name + '-smoke') / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(f"{name}-smoke").experiment_id], max_results=200)
+    points = [r for r in runs if "size" in r.data.params]
+    assert len({r.data.tags["mlflow.parentRunId"] for r in points}) == arms
+    assert all(p.data.metrics["n_examples"] == 8 and metric in p.data.metrics for p in points)
+    assert all(p.data.metrics["token_logprob"] < 0 for p in points)
