@@ -75,7 +75,7 @@ def test_mixed_formats_and_unknown_formats_are_refused_with_file_and_line(tmp_pa
     mixed.write_text(json.dumps({"messages": [U, A]}) + "\n\n" + json.dumps({"instruction": "a", "output": "b"}) + "\n")
     with pytest.raises(DataError) as err:
         _read(mixed)
-    assert f"mixed formats in one source: candidate 'x': {mixed}:1 is messages, candidate 'x': {mixed}:3 is alpaca" in str(err.value)
+    assert f"candidate 'x': mixed formats in one source: {mixed}:1 is messages, {mixed}:3 is alpaca" in str(err.value)
     odd = tmp_path / "odd.jsonl"
     odd.write_text(json.dumps({"question": "a", "reply": "b"}) + "\n")
     with pytest.raises(DataError) as err:

@@ -98,8 +98,8 @@ def test_bad_math_inputs_are_refused_before_compute(tmp_path, tiny_model):
                          + json.dumps({"question": "How many?", "answer": "Many, many."}) + "\n"
                          + json.dumps({"question": "And now?", "answer": "Still many."}) + "\n")
     found = _problems(tmp_path, _study(tmp_path, tiny_model, base={"source": str(no_answer)}))
-    assert f"2 of 122 rows have no final answer in their solution, e.g. D0 (base: {no_answer} [train]): " \
-           f"{no_answer}:121: 'Many, many.'" in found and "drop_unusable: true drops such rows" in found
+    assert f"D0 (base: {no_answer} [train]): 2 of 122 rows have no final answer in their solution, " \
+           f"e.g. {no_answer}:121: 'Many, many.'" in found and "drop_unusable: true drops such rows" in found
     study = _study(tmp_path, tiny_model, base={"source": str(no_answer), "drop_unusable": True})
     control = check_study(Study.model_validate(study), write=False).arms[0]
     assert control.rows == 120  # the two unanswerable rows dropped, with a warning

@@ -53,8 +53,9 @@ class Instruction(TaskType):
             if first is None:
                 first = (fmt, i)
             elif fmt != first[0]:
-                raise DataError(f"{origin}: mixed formats in one source: {locate(first[1])} is {first[0]}, "
-                                f"{locate(i)} is {fmt}; split the file by format")
+                where = [locate(k).removeprefix(f"{origin}: ") for k in (first[1], i)]
+                raise DataError(f"{origin}: mixed formats in one source: {where[0]} is {first[0]}, {where[1]} is "
+                                f"{fmt}; split the file by format")
             try:
                 rows.append({"messages": chatformats.to_messages(row, fmt), "format": fmt})
             except chatformats.FormatError as err:

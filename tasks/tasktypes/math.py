@@ -38,7 +38,8 @@ class Math(TaskType):
                                 len(rows), origin)
         if missing:
             raise DataError(f"{origin}: {len(missing)} of {len(rows)} rows have no final answer in their solution, "
-                            f"e.g. {locate(missing[0])}: {rows[missing[0]]['answer'][:120]!r}; a solution must end in "
+                            f"e.g. {locate(missing[0]).removeprefix(origin + ': ')}: {rows[missing[0]]['answer'][:120]!r}; "
+                            f"a solution must end in "
                             f"'#### <number>', contain '\\boxed{{<number>}}' or 'The answer is <number>', or a number "
                             f"(drop_unusable: true drops such rows)")
         return rows
