@@ -65,8 +65,10 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
     for other in _companions(metric, kind, set(points[0].metrics)):
         second = ranking.rank_arms(points, study["licenses"], other, target,
                                    **{**_options(spec, kind, other), "intervals": False})
-        agree = agreement(result, second, kind)
-        if not agree["all_tied"]:
+        found = agreement(result, second, kind)
+        agree = agree or found  # when every candidate metric is tied, the preferred one is reported as such
+        if not found["all_tied"]:
+            agree = found
             break
     extra = (f"Agreement with the ranking on {agree['metric']}: Kendall tau {agree['kendall_tau']:+.2f}, "
              f"{'same' if agree['same_best'] else 'different'} best arm (order: {', '.join(agree['order'])}).") if agree else ""
