@@ -108,6 +108,23 @@ def test_fields_added_later_keep_older_catalog_fingerprints():
                                                                          "drop_unusable"}))
 
 
+def test_label_noise_on_an_entry_without_labels_is_refused_before_compute(tmp_path, tiny_model):
+    from tasks.errors import StudyInvalid
+    from tasks.spec.study import Study
+    from tasks.spec.validate import check_study
+
+    write_catalog(tmp_path / "catalog", {"noisy": {"task": "instruction", "license": "CC0-1.0", "label_noise": 0.5,
+                                                   "path": str(CHAT / "alpaca.jsonl")}})
+    study = {"name": "chat-study", "task": "instruction", "base": {"source": str(CHAT / "d0.jsonl")},
+             "benchmark": {"data": {"source": str(CHAT / "benchmark.jsonl")}}, "model": {"source": str(tiny_model)},
+             "candidates": ["noisy"], "mixture": {"sizes": [16, 32]}, "target_size": 256,
+             "output_dir": str(tmp_path / "out"), "catalog_dir": str(tmp_path / "catalog")}
+    with pytest.raises(StudyInvalid) as err:
+        check_study(Study.model_validate(study), write=False)
+    assert "candidate 'noisy'" in str(err.value.problems) and \
+           "label_noise: task type 'instruction' has no labels to add noise to" in str(err.value.problems)
+
+
 @pytest.mark.integration
 def test_an_instruction_study_with_candidates_in_three_formats(tmp_path, tiny_model, prefect_harness):
     write_catalog(tmp_path / "catalog", {

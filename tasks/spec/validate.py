@@ -215,6 +215,11 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         if context is not None:  # no context when D0 itself failed: reported already
             rows, found = kind.check(rows, context, origin, entry)
             problems += found
+            if entry.label_noise and not found:
+                try:  # a documented negative control: answers replaced with the entry's version as the seed
+                    rows = kind.label_noise(rows, entry.label_noise, entry.version, context)
+                except NotImplementedError as err:
+                    problems.append(f"{origin}: label_noise: {err} (use it on classification or math entries)")
         if index is not None:
             rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems, shots)
         cand_rows[entry.name] = rows

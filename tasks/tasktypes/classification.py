@@ -38,8 +38,6 @@ class Classification(TaskType):
         if outside:
             return rows, [f"{origin}: labels outside D0's label set: {', '.join(outside)}; D0 labels: "
                           f"{', '.join(labels)} (map them with label_map in the catalog entry, or label_names)"]
-        if entry is not None and entry.label_noise:
-            rows = self.label_noise(rows, entry.label_noise, entry.version, context)
         return rows, []
 
     def label_noise(self, rows, share, seed, context):

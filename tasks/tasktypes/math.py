@@ -54,11 +54,6 @@ class Math(TaskType):
         return {"question": question, "answer": mathanswers.solution_text(solution, final) if final else solution,
                 "final": final}
 
-    def check(self, rows, context, origin, entry=None):
-        if entry is not None and entry.label_noise:
-            rows = self.label_noise(rows, entry.label_noise, entry.version, context)
-        return rows, []
-
     def label_noise(self, rows, share, seed, context):
         """A documented negative control: the solutions of a fixed share of rows shuffled among those rows (each
         moved one place along a random cycle, so none keeps its own)."""
