@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo demo-math demo-instruction test test-slow known-truth bench
+.PHONY: setup demo demo-math demo-instruction demo-code test test-slow known-truth bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,15 @@ demo-math: setup
 demo-instruction: setup
 	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
 	$(VENV)/bin/curate run deployments/studies/instruction-demo.yaml
+
+# Code with executed tests: MBPP and HumanEval converted (every reference solution checked in the sandbox), then the
+# study; generated functions run in the sandbox (README, "Code studies").
+CODE_SRC = runs/code-demo-sources
+demo-code: setup
+	$(VENV)/bin/curate convert mbpp google-research-datasets/mbpp $(CODE_SRC)/mbpp-train.jsonl --split train
+	$(VENV)/bin/curate convert mbpp google-research-datasets/mbpp $(CODE_SRC)/mbpp-test.jsonl --split test
+	$(VENV)/bin/curate convert humaneval openai/openai_humaneval $(CODE_SRC)/humaneval.jsonl --split test
+	$(VENV)/bin/curate run deployments/studies/code-demo.yaml
 
 known-truth: setup
 	$(VENV)/bin/curate run deployments/studies/sst2-known-truth.yaml

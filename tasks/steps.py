@@ -211,7 +211,9 @@ def score_benchmark(study: Study, inputs: Inputs, model_dir: str, adapter_dir: s
 @task
 def log_point(study: Study, uri: str, point_run_id: str, trained: dict, scored: dict) -> dict:
     """Metrics and artifacts of a finished point."""
-    metrics = {k: v for k, v in scored["metrics"].items() if k in study.metric_names or k == "n_examples"}
+    kind = tasktypes.get(study.task)
+    logged = {*study.metric_names, *kind.diagnostics, "n_examples", "judge_unparsable"}
+    metrics = {k: v for k, v in scored["metrics"].items() if k in logged}
     timing = {"train_seconds": trained["train_seconds"], "eval_seconds": scored["eval_seconds"],
               "train_tokens_per_s": trained["train_tokens_per_s"], "train_loss": trained["train_loss"]}
     tracking.log_metrics(uri, point_run_id, {**metrics, **timing})

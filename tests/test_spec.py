@@ -46,7 +46,7 @@ def test_all_spec_problems_reported_at_once(tmp_path):
     problems = _problems(write_study(tmp_path, study))
     text = "\n".join(problems)
     assert len(problems) == 3
-    assert "task: unknown task type 'summarization'; task types: classification, extractive_qa" in text
+    assert "task: unknown task type 'summarization'; task types: classification, code, extractive_qa" in text
     assert "target_size: Input should be greater than 0" in text
     assert "colour: unknown key" in text
 

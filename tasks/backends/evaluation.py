@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from tasks import tasktypes
-from tasks.backends import models
+from tasks.backends import judge, models
 from tasks.backends.data import read_jsonl, write_jsonl
 from tasks.spec.study import Training
 
@@ -97,19 +97,31 @@ class Scorer:
                     out[i] = s
         return out
 
-    @torch.no_grad()
     def generate(self, prompts: list[str]) -> list[str]:
         """Greedy continuations (max_new_tokens of the study), decoded without special tokens."""
+        return [texts[0] for texts in self.samples(prompts)]
+
+    @torch.no_grad()
+    def samples(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                stop: list[str] | None = None, seed: int = 0) -> list[list[str]]:
+        """n continuations per prompt: greedy when temperature is 0 (n must be 1), else sampled (seeded, so a point
+        always draws the same samples). A row stops early at any of the `stop` strings (they stay in the text)."""
+        if n > 1 and not temperature:
+            raise ValueError("n > 1 samples need a temperature > 0 (greedy decoding gives one answer)")
         ids = self._ids(prompts)
         out: list = [None] * len(ids)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
+        extra = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
+        torch.manual_seed(seed)
         with self.autocast:
             for batch in self._by_length(ids):
                 enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.model.device)
-                gen = self.model.generate(**enc, max_new_tokens=self.preset.max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+                gen = self.model.generate(**enc, max_new_tokens=self.preset.max_new_tokens, num_return_sequences=n,
+                                          pad_token_id=self.tokenizer.pad_token_id,
+                                          eos_token_id=self.tokenizer.eos_token_id, **sampling, **extra)
                 texts = self.tokenizer.batch_decode(gen[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-                for i, t in zip(batch, texts):
-                    out[i] = t
+                for k, i in enumerate(batch):
+                    out[i] = texts[k * n:(k + 1) * n]
         return out
 
 
@@ -181,7 +193,10 @@ def score_adapter(model_dir: str, adapter_dir: str | None, benchmark_path: str, 
         preds = kind.predict(rows, context, Scorer(model, tokenizer, preset, models.use_bf16(preset.bf16)))
     finally:
         unload_adapter(model)
+    unparsable = judge.judge_records(rows, preds, kind, context["judge"], preset) if context.get("judge") else None
     metrics = kind.aggregate(preds, context)
+    if unparsable is not None:
+        metrics["judge_unparsable"] = unparsable
     if metrics["n_examples"] != len(rows):
         raise RuntimeError(f"scored {metrics['n_examples']} of {len(rows)} benchmark examples")
     path = Path(out_dir) / "predictions.jsonl"

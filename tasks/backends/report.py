@@ -10,6 +10,7 @@ from tasks import tasktypes
 from tasks.backends import plots, tracking
 from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
+from tasks.core import gates
 from tasks.core import ranking
 from tasks.core import uncertainty as unc
 from tasks.errors import WorkbenchError
@@ -61,6 +62,11 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         raise WorkbenchError(f"no point logged metric '{metric}'; logged: {', '.join(sorted(points[0].metrics))}")
     result = ranking.rank_arms(points, study["licenses"], metric, target, profiles=study["profiles"],
                                **_options(spec, kind, metric))
+    if spec.gates:
+        by_metric = {m: ranking.rank_arms(points, study["licenses"], m, target,
+                                          **{**_options(spec, kind, m), "method": result.method, "bands": False})
+                     for m in dict.fromkeys(gates.parse(g).metric for g in spec.gates)}
+        gates.apply_gates(result, spec.gates, gates.evaluate(spec.gates, by_metric, CONTROL))
     agree = None
     for other in _companions(metric, kind, set(points[0].metrics)):
         second = ranking.rank_arms(points, study["licenses"], other, target,
@@ -74,6 +80,11 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
              f"{'same' if agree['same_best'] else 'different'} best arm (order: {', '.join(agree['order'])}).") if agree else ""
     if agree and agree["all_tied"]:
         extra = f"Agreement with the ranking on {agree['metric']}: none to measure, every arm scored the same on it."
+    if spec.judge:  # answers the judge gave no verdict for: counted on every point, summed here
+        judged = [p for p in points if "judge_unparsable" in p.metrics]
+        missing = int(sum(p.metrics["judge_unparsable"] for p in judged))
+        extra += (f"\nJudge ({spec.judge.metric}): {missing} of {int(sum(p.metrics['n_examples'] for p in judged))} "
+                  f"answers had no verdict word (scored {spec.judge.unparsable_score:g}, never dropped).")
     markdown = ranking.to_markdown(result, extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

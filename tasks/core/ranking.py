@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
 from tasks.core import uncertainty as unc
+from tasks.core.gates import gates_note, summary as gate_summary
 from tasks.core.scaling import FREE, Fit, fit_arms
 AUTO_BACKTEST_SIZES = 4  # the ranking back-tests itself when a study has this many sizes
 
@@ -41,6 +42,7 @@ class RankRow:
     note: str = ""  # why this arm's fit is unreliable, if it is
     profile: dict = field(default_factory=dict)
     mde: float | None = None  # smallest true delta vs the control this study detects (80% power)
+    gates: list[dict] = field(default_factory=list)  # one result per quality gate (tasks.core.gates.judge)
 
 
 @dataclass
@@ -58,6 +60,11 @@ class Ranking:
     n_boot: int = 0
     noise: dict | None = None  # training noise measured from seeds (uncertainty.training_noise), None: not measured
     placebo: dict | None = None  # the A/A check: placebo arms called different from the control
+    gates: list[str] = field(default_factory=list)  # the study's quality gates, as written
+
+    @property
+    def gated(self) -> list[RankRow]:
+        return [row for row in self.rows if any(g["status"] == "fail" for g in row.gates)]
 
     @property
     def estimate_label(self) -> str:
@@ -221,7 +228,7 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
     pct = f"{round(r.confidence * 100)}%"
     header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
               "delta_vs_control", f"delta {pct} interval", "sig", "mde", "p_best", "contaminated", "removed", "rows",
-              "duplicates", "tokens_p50", "method"]
+              "duplicates", "tokens_p50", "method", *(["gates"] if r.gates else [])]
     body = []
     for row in r.rows:
         prof = row.profile
@@ -233,7 +240,8 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
                      "" if row.mde is None else f"{row.mde:.4f}",
                      "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
                      str(prof.get("removed", "")), str(prof.get("rows", "")), str(prof.get("duplicates", "")),
-                     str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else "")])
+                     str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else ""),
+                     *([gate_summary(row.gates)] if r.gates else [])])
     return header, body
 
 
@@ -255,6 +263,8 @@ def to_markdown(r: Ranking, extra: str = "") -> str:
     lines += ["| " + " | ".join(b) + " |" for b in body]
     if r.n_boot:
         lines += ["", unc.intervals_note(r)]
+    if r.gates:
+        lines += ["", gates_note(r)]
     if r.placebo:
         lines += ["", unc.placebo_note(r)]
     if r.per_size:

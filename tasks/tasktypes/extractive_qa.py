@@ -5,6 +5,7 @@ from tasks.tasktypes.base import TaskType
 
 class ExtractiveQA(TaskType):
     name = "extractive_qa"
+    generates = True
     fields = ("context", "question", "answers")
     metrics = ("exact_match", "f1", "gold_logprob", "eval_loss")
     primary = "f1"

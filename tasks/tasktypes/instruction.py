@@ -16,15 +16,15 @@ import numpy as np
 
 from tasks.core import chatformats
 from tasks.errors import DataError
-from tasks.tasktypes.base import TaskType
+from tasks.tasktypes.base import TaskType, fit_pair
 from tasks.tasktypes.extractive_qa import squad_scores
 
 GENERATED = ("exact_match", "token_f1", "rouge_l")
-MIN_PROMPT = 16  # tokens of the prompt's end always kept (the generation prompt and the last user words)
 
 
 class Instruction(TaskType):
     name = "instruction"
+    generates = True
     fields = ("messages",)
     metrics = ("token_logprob", "gold_logprob", "eval_loss", *GENERATED)
     optional = GENERATED
@@ -74,7 +74,8 @@ class Instruction(TaskType):
         return row["messages"][-1]["content"]
 
     def settings(self, study):
-        return {"generate": [m for m in study.metric_names if m in GENERATED]}
+        chosen = [m for m in study.metric_names if m in GENERATED]
+        return {"generate": chosen or (["judge"] if study.judge else [])}  # a judge needs generations to read
 
     # ---- prompts ----------------------------------------------------------------------------------------------
     def training_notes(self, tokenizer):
@@ -92,21 +93,8 @@ class Instruction(TaskType):
         return f"{turns}Assistant:", f" {answer}"
 
     def fitted(self, rows: list[dict], tokenizer, max_length: int) -> list[tuple[str, str]]:
-        """render() per row, the prompt's start cut (tokens) so prompt + answer + EOS fit max_length; an answer
-        longer than max_length - MIN_PROMPT - 1 is cut at its end (training only; scoring uses the whole answer)."""
-        out = []
-        for row in rows:
-            prompt, completion = self.render(row, tokenizer)
-            p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-            c_ids = tokenizer(completion, add_special_tokens=False).input_ids
-            keep_c = min(len(c_ids), max_length - 1 - min(len(p_ids), MIN_PROMPT))
-            keep_p = min(len(p_ids), max_length - 1 - keep_c)
-            if keep_p < len(p_ids):
-                prompt = tokenizer.decode(p_ids[len(p_ids) - keep_p:])
-            if keep_c < len(c_ids):
-                completion = tokenizer.decode(c_ids[:keep_c])
-            out.append((prompt, completion))
-        return out
+        """render() per row, cut to fit max_length (base.fit_pair: the prompt's start, then the answer's end)."""
+        return [fit_pair(*self.render(row, tokenizer), tokenizer, max_length) for row in rows]
 
     def pairs(self, rows, context, tokenizer, max_length):
         if assistant_masks(tokenizer):

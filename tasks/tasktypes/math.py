@@ -18,6 +18,7 @@ STOP = "\nQuestion:"  # a generation that starts the next problem is cut there
 
 class Math(TaskType):
     name = "math"
+    generates = True
     fields = ("question", "answer")
     optional_fields = ("passage",)  # read when present and prepended to the question (ASDiv: passage + question)
     metrics = ("accuracy", "token_logprob", "gold_logprob", "eval_loss")
