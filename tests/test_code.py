@@ -203,10 +203,15 @@ def test_bad_code_inputs_are_refused_before_compute(tmp_path, tiny_model):
     assert "the study must say allow_code_execution: true" in _invalid({**study, "allow_code_execution": False})
     assert "pass_at_5 needs at least 5 samples per problem but execution.samples is 2 (n < k)" in \
         _invalid({**study, "metrics": ["pass_at_5"]})
-    assert "gates: 'safety_rate >= 0.9' is on unknown metric 'safety_rate'; code metrics: pass_at_1" in \
+    assert "'safety_rate >= 0.9' is on unknown metric 'safety_rate'; code metrics: pass_at_1" in \
         _invalid({**study, "gates": ["safety_rate >= 0.9"]})
+    assert "'pass_at_2 >= 0.1' needs pass@2, but execution.samples is 1 (n < k)" in \
+        _invalid({**study, "metrics": ["pass_at_1"], "execution": {"samples": 1}, "gates": ["pass_at_2 >= 0.1"]})
     judge = {"model": {"source": str(tiny_model)}, "template": "Is this safe? {answer}"}
-    assert "judge.template has no {response} placeholder" in _invalid({**study, "judge": judge})
+    assert "no {response} placeholder: the judge would never see the generation" in _invalid({**study, "judge": judge})
+    math_judge = {**judge, "template": "{response}"}
+    assert "task type 'classification' generates no text to judge" in \
+        _invalid({**study, "task": "classification", "allow_code_execution": False, "judge": math_judge})
     # a benchmark problem whose reference solution fails its own tests: refused with its id, or dropped by option
     bench = tmp_path / "data" / "bench.jsonl"
     rows = _jsonl(bench)
@@ -245,5 +250,6 @@ def test_a_code_study_with_a_judge_and_a_gate_runs_end_to_end(tmp_path, tiny_mod
     ranking = (out / "ranking" / "ranking.md").read_text()
     assert "| gates |" in ranking and "Quality gates (pass_at_1 >= control - 0.5; safety_rate >= 0.5)" in ranking
     assert "| shuffled |" in ranking and "| more |" in ranking
-    unparsable = sum(r["judge_verdict"] is None for p in out.rglob("predictions.jsonl") for r in map(json.loads, p.open()))
+    unparsable = sum(r["judge_verdict"] is None for p in (out / "points").rglob("predictions.jsonl")
+                     for r in map(json.loads, p.open()))
     assert f"Judge (safety_rate): {unparsable} of {8 * 6} answers had no verdict word (scored 1" in ranking

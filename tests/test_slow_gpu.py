@@ -75,11 +75,13 @@ def test_qlora_4bit_and_bf16_on_cuda(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, arms, metric", [("gsm8k-demo", 4, "accuracy"), ("instruction-demo", 5, "token_f1")])
+@pytest.mark.parametrize("name, arms, metric", [("gsm8k-demo", 4, "accuracy"), ("instruction-demo", 5, "token_f1"),
+                                                ("code-demo", 3, "pass_at_1")])
 def test_generative_demo_studies_run_end_to_end_in_smoke_mode(tmp_path, prefect_harness, monkeypatch, name, arms,
                                                               metric):
-    """The shipped math and instruction demos, as shipped (real SmolLM2, real GSM8K / ASDiv / NQ-open / TruthfulQA /
-    OpenBookQA data in four chat formats), through `curate run --smoke` from a copy of deployments/."""
+    """The shipped math, instruction and code demos, as shipped (real SmolLM2, real GSM8K / ASDiv / NQ-open /
+    TruthfulQA / OpenBookQA data in four chat formats, MBPP / HumanEval run in the sandbox), through
+    `curate run --smoke` from a copy of deployments/."""
     import shutil
     import subprocess
     import sys
@@ -89,6 +91,12 @@ def test_generative_demo_studies_run_end_to_end_in_smoke_mode(tmp_path, prefect_
     monkeypatch.chdir(tmp_path)
     if name == "instruction-demo":
         subprocess.run([sys.executable, "deployments/data/instruction_demo.py"], check=True)
+    converts = [("mbpp", "google-research-datasets/mbpp", "train", "mbpp-train"),
+                ("mbpp", "google-research-datasets/mbpp", "test", "mbpp-test"),
+                ("humaneval", "openai/openai_humaneval", "test", "humaneval")] if name == "code-demo" else []
+    for kind, source, split, out in converts:  # what `make demo-code` converts first
+        done = CliRunner().invoke(app, ["convert", kind, source, f"runs/code-demo-sources/{out}.jsonl", "--split", split])
+        assert done.exit_code == 0, done.output
     result = CliRunner().invoke(app, ["run", f"deployments/studies/{name}.yaml", "--smoke"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / (name + '-smoke') / 'mlflow.db'}")

@@ -100,57 +100,61 @@ class Judge(Strict):
         try:
             names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
         except ValueError as err:
-            raise ValueError(f"judge.template is not a valid template ({err}); write literal braces as {{{{ }}}}") from None
+            raise ValueError(f"not a valid template ({err}); write literal braces as {{{{ }}}}") from None
         if "response" not in names:
-            raise ValueError("judge.template has no {response} placeholder: the judge would never see the "
-                             "generation it must judge")
+            raise ValueError("no {response} placeholder: the judge would never see the generation it must judge")
         unknown = sorted(names - {"response", "prompt"})
         if unknown:
-            raise ValueError(f"judge.template: unknown placeholder(s) {unknown}; use {{response}} and {{prompt}}")
+            raise ValueError(f"unknown placeholder(s) {unknown}; use {{response}} and {{prompt}}")
         return text
 
     @field_validator("verdicts")
     @classmethod
     def _verdicts(cls, verdicts: dict[str, float]) -> dict[str, float]:
         if not verdicts:
-            raise ValueError("judge.verdicts: give at least one verdict word and its score, e.g. {SAFE: 1, UNSAFE: 0}")
+            raise ValueError("give at least one verdict word and its score, e.g. {SAFE: 1, UNSAFE: 0}")
         bad = [w for w, v in verdicts.items() if not 0 <= v <= 1 or not w.strip()]
         if bad:
-            raise ValueError(f"judge.verdicts: {bad}: each verdict is a word with a score in [0, 1]")
+            raise ValueError(f"{bad}: each verdict is a word with a score in [0, 1]")
         return verdicts
 
 
-def check_generation(self):
-    """A study's code execution, pass@k against its samples, judge and gates: each a clear error before compute."""
+def check_generation(field: str, value, data: dict):
+    """One of a study's code-execution, execution, judge and gates fields against the fields before it (data):
+    code needs allow_code_execution, pass@k needs k <= execution.samples, a judge needs a task type that generates,
+    a gate needs a known metric. ValueError says what to change."""
     from tasks import tasktypes
     from tasks.core import gates
 
-    kind = tasktypes.get(self.task) if self.task in tasktypes.names() else None
-    if kind is None:
-        return self
-    if self.task == "code" and not self.allow_code_execution:
+    task = data.get("task")
+    if task not in tasktypes.names():
+        return value  # the task's own error is reported
+    kind = tasktypes.get(task)
+    if field == "allow_code_execution" and task == "code" and not value:
         raise ValueError("task 'code' runs the model's generated code against the tests: the study must say "
-                         "allow_code_execution: true (it runs in a sandbox: a separate process per sample with "
-                         "time, memory and file limits and no network; README, 'Code studies')")
-    ks = [int(m.rsplit("_", 1)[1]) for m in [*(self.metrics or []), self.primary] if m.startswith("pass_at_")]
-    if ks and max(ks) > self.execution.samples:
-        raise ValueError(f"pass_at_{max(ks)} needs at least {max(ks)} samples per problem but execution.samples "
-                         f"is {self.execution.samples} (n < k); raise execution.samples or drop the metric")
-    if self.judge:
+                         "allow_code_execution: true (it runs in a sandbox: a separate process per sample with time, "
+                         "memory and file limits and no network; README, 'Code studies, judges and gates')")
+    metrics = [*(data.get("metrics") or []), data.get("primary_metric") or ""]
+    ks = [int(m.rsplit("_", 1)[1]) for m in metrics if m.startswith("pass_at_")]
+    if field == "execution" and ks and max(ks) > value.samples:
+        raise ValueError(f"pass_at_{max(ks)} needs at least {max(ks)} samples per problem but execution.samples is "
+                         f"{value.samples} (n < k); raise execution.samples or drop the metric")
+    if field == "judge" and value is not None:
         if not kind.generates:
-            raise ValueError(f"judge: task type '{self.task}' generates no text to judge (task types that do: "
+            raise ValueError(f"task type '{task}' generates no text to judge (task types that do: "
                              f"{', '.join(n for n in tasktypes.names() if tasktypes.get(n).generates)})")
-        if self.judge.metric in kind.metrics:
-            raise ValueError(f"judge.metric: '{self.judge.metric}' is already a {self.task} metric; name it "
-                             f"something else, e.g. safety_rate")
-    valid = [*kind.metrics, *([self.judge.metric] if self.judge else [])]
-    for text in self.gates:
-        gate = gates.parse(text)
-        if gate.metric not in valid:
-            raise ValueError(f"gates: '{text}' is on unknown metric '{gate.metric}'; {self.task} metrics: "
-                             f"{', '.join(valid)}")
-        k = int(gate.metric.rsplit("_", 1)[1]) if gate.metric.startswith("pass_at_") else 0
-        if k > self.execution.samples:
-            raise ValueError(f"gates: '{text}' needs pass@{k}, but execution.samples is {self.execution.samples} "
-                             f"(n < k)")
-    return self
+        if value.metric in kind.metrics:
+            raise ValueError(f"judge.metric '{value.metric}' is already a {task} metric; name it otherwise, e.g. "
+                             f"safety_rate")
+    if field == "gates":
+        judge = data.get("judge")
+        valid = [*kind.metrics, *([judge.metric] if judge else [])]
+        samples = data["execution"].samples if "execution" in data else 1
+        for text in value:
+            gate = gates.parse(text)
+            if gate.metric not in valid:
+                raise ValueError(f"'{text}' is on unknown metric '{gate.metric}'; {task} metrics: {', '.join(valid)}")
+            k = int(gate.metric.rsplit("_", 1)[1]) if gate.metric.startswith("pass_at_") else 0
+            if k > samples:
+                raise ValueError(f"'{text}' needs pass@{k}, but execution.samples is {samples} (n < k)")
+    return value

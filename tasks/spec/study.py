@@ -162,9 +162,9 @@ class Study(Strict):
     contamination: Contamination = Field(default_factory=Contamination, description="Benchmark leak check.")
     noise: Noise = Field(default_factory=Noise, description="Training-noise measurement and the placebo (A/A) check.")
     fewshot: FewShot = Field(default_factory=FewShot, description="Few-shot exemplars in every benchmark prompt.")
-    allow_code_execution: bool = Field(False, description="Task type code: run the model's code against the tests "
+    allow_code_execution: bool = Field(False, validate_default=True, description="Task type code: run the model's code against the tests "
                                        "(in a sandbox: separate process, limits, no network). Off unless you say so.")
-    execution: Execution = Field(default_factory=Execution, description="Samples, pass@k and sandbox limits (code).")
+    execution: Execution = Field(default_factory=Execution, validate_default=True, description="Samples, pass@k and sandbox limits (code).")
     judge: Judge | None = Field(None, description="A judge model that scores each generation (e.g. SAFE/UNSAFE -> "
                                 "safety_rate), logged as one more metric.")
     gates: list[str] = Field(default_factory=list, description="Thresholds an arm must meet, e.g. 'safety_rate >= "
@@ -225,11 +225,14 @@ class Study(Strict):
         return list(dict.fromkeys([*names, *([self.judge.metric] if self.judge else []),
                                    *(parse(g).metric for g in self.gates)]))
 
-    @model_validator(mode="after")
-    def _generation_checks(self):
+    # code execution, pass@k against the samples, the judge and the gates: field validators, so each error names its
+    # field and line; each reads the fields declared before it (info.data)
+    @field_validator("allow_code_execution", "execution", "judge", "gates")
+    @classmethod
+    def _generation(cls, value, info: ValidationInfo):
         from tasks.spec.options import check_generation
 
-        return check_generation(self)
+        return check_generation(info.field_name, value, info.data)
 
     @model_validator(mode="after")
     def _noise(self):
