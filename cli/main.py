@@ -20,6 +20,7 @@ import typer  # noqa: E402
 from cli import output  # noqa: E402
 from cli.catalog import catalog_app  # noqa: E402
 from cli.convert import convert  # noqa: E402
+from cli.review import failures, review_app  # noqa: E402
 from cli.output import console, fail  # noqa: E402
 from cli.results import backtest, rank, status  # noqa: E402
 from cli.team import deploy, pools_app, require_server, stack_app  # noqa: E402
@@ -30,7 +31,8 @@ app = typer.Typer(help="Which candidate dataset, mixed into your data, improves 
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(stack_app, name="stack")
 app.add_typer(pools_app, name="pools")
-for _command in (deploy, rank, backtest, status, convert):
+app.add_typer(review_app, name="review")
+for _command in (deploy, rank, backtest, status, convert, failures):
     app.command()(_command)
 VERBOSE = {"on": False}
 

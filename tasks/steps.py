@@ -111,6 +111,7 @@ def open_study_run(study: Study, inputs: Inputs, uri: str) -> str:
     spec = study.output_path / "study.resolved.json"
     spec.write_text(study.model_dump_json(indent=2))
     tracking.log_artifact(uri, run_id, spec)
+    tracking.log_artifact(uri, run_id, Path(inputs.benchmark))  # benchmark.jsonl: failure mining reads it back
     tracking.log_context(uri, run_id, inputs.context, study.output_path / "data")
     return run_id
 

@@ -176,11 +176,11 @@ def copy_artifact(uri: str, source_run: str, name: str, target_run: str) -> str 
     return None
 
 
-def read_predictions(uri: str, run_id: str) -> list[dict] | None:
-    """A point's per-example predictions (None when the artifact is missing)."""
+def read_predictions(uri: str, run_id: str, artifact: str = PREDICTIONS) -> list[dict] | None:
+    """A point's per-example predictions, or another JSONL artifact of a run (None when it is missing)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = MlflowClient(uri).download_artifacts(run_id, PREDICTIONS, tmp)
+            path = MlflowClient(uri).download_artifacts(run_id, artifact, tmp)
         except (MlflowException, OSError):
             return None
         return [json.loads(line) for line in open(path)]
@@ -235,7 +235,7 @@ def log_context(uri: str, run_id: str, context: dict, folder: Path) -> None:
         log_artifact(uri, run_id, path)
 
 
-def _context(uri: str, run_id: str, raw: str) -> dict:
+def task_context(uri: str, run_id: str, raw: str) -> dict:
     context = json.loads(raw)
     if set(context) == {"artifact"}:
         with tempfile.TemporaryDirectory() as tmp:
@@ -257,6 +257,6 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
             points.append({"arm": name, "size": int(p.data.params["size"]), "seed": int(p.data.params["seed"]),
                            "metrics": dict(p.data.metrics),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
-    return {"study": study_from_params(params), "context": _context(uri, study_run_id, params.get(CONTEXT, "{}")),
+    return {"study": study_from_params(params), "context": task_context(uri, study_run_id, params.get(CONTEXT, "{}")),
             "licenses": licenses, "profiles": profiles, "points": points, "experiment_id": run.info.experiment_id,
             "run": run}

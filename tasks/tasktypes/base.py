@@ -174,6 +174,16 @@ class TaskType:
         """Where a fitted curve of the metric must stay."""
         return {"gold_logprob": (-np.inf, 0.0), "eval_loss": (0.0, np.inf)}.get(metric, SCORE)
 
+    def review(self, row: dict, record: dict, context: dict) -> dict:
+        """One scored benchmark example as a failure to review: the prompt as chat messages (system + user), the
+        model's response, a quality score in [0, 1] (higher is better) and what went wrong, in words."""
+        column = self.per_example.get(self.primary, "")
+        score = float(record[column]) if column in record else math.exp(record["gold_logprob"] / record["gold_tokens"])
+        return {"prompt_messages": [{"role": "user", "content": self.text(row)}],
+                "model_response": str(record.get("generation", record.get("prediction", ""))),
+                "quality_score": min(max(score, 0.0), 1.0),
+                "failure_reason": f"{self.primary} {score:.2f}; expected {self.answer(row)!r}"}
+
     @staticmethod
     def fail(origin: str, index: int, what: str) -> None:
         raise DataError(f"{origin}: row {index}: {what}")

@@ -58,6 +58,17 @@ class Classification(TaskType):
     def prompt_values(self, row, context):
         return dict(row, labels=", ".join(context["labels"]))
 
+    def review(self, row, record, context):
+        labels = list(record["label_logprobs"])
+        logp = np.array([record["label_logprobs"][lab] for lab in labels])
+        p = dict(zip(labels, np.exp(logp - logp.max()) / np.exp(logp - logp.max()).sum()))
+        gold, pred = record["gold"], record["prediction"]
+        why = (f"wrong label '{pred}' (p={p[pred]:.2f}); gold '{gold}' (p={p[gold]:.2f})" if pred != gold
+               else f"right label '{gold}' but unsure (p={p[gold]:.2f})")
+        prompt = self.prompt_template.format(**self.prompt_values(row, context))
+        return {"prompt_messages": [{"role": "user", "content": prompt}], "model_response": pred,
+                "quality_score": float(p[gold]), "failure_reason": why}
+
     def predict(self, rows, context, scorer):
         labels = context["labels"]
         texts = self.prompts(rows, context, scorer.tokenizer, scorer.max_length)

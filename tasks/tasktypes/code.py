@@ -159,6 +159,12 @@ class Code(TaskType):
         out.update({f"exec_{kind}": n for kind, n in counts.items()})
         return out
 
+    def review(self, row, record, context):
+        why = "passed" if record["kind"] == "passed" else f"{record['kind']}: {record['details'][0]}"
+        return {"prompt_messages": [{"role": "user", "content": row["prompt"]}], "model_response": record["generation"],
+                "quality_score": record["passed"] / record["samples"],
+                "failure_reason": f"{record['passed']} of {record['samples']} samples passed; first: {why}"}
+
     def bounds(self, metric):
         return (-np.inf, 0.0) if metric == "token_logprob" else super().bounds(metric)
 

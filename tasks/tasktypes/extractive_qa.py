@@ -28,11 +28,20 @@ class ExtractiveQA(TaskType):
     def answer(self, row):
         return row["answers"][0]
 
+    def review(self, row, record, context):
+        return review_of(row, record)
+
     def predict(self, rows, context, scorer):
         texts = self.prompts(rows, context, scorer.tokenizer, scorer.max_length)
         scored = scorer.logprobs(texts, [[self.completion(self.answer(r))] for r in rows])
         answers = [t.strip().split("\n")[0].strip() for t in scorer.generate(texts)]
         return [record(r, a, s[0]) for r, a, s in zip(rows, answers, scored)]
+
+
+def review_of(row: dict, record: dict) -> dict:
+    why = f"answer mismatch: predicted {record['prediction']!r}, gold {record['gold'][0]!r} (F1 {record['f1']:.2f})"
+    return {"prompt_messages": [{"role": "user", "content": f"{row['context']}\n\nQuestion: {row['question']}"}],
+            "model_response": record["prediction"], "quality_score": float(record["f1"]), "failure_reason": why}
 
 
 def squad_scores(prediction: str, answers: list[str]) -> tuple[float, float]:

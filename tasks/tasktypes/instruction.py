@@ -113,6 +113,17 @@ class Instruction(TaskType):
                 rec.update(generated_scores(text.strip(), rec["gold"]), prediction=text.strip())
         return records
 
+    def review(self, row, record, context):
+        system = [m for m in row["messages"][:1] if m["role"] == "system"]
+        user = [m for m in row["messages"][:-1] if m["role"] == "user"][-1:]
+        per_token = float(np.exp(record["token_logprob"]))
+        if "token_f1" in record:
+            score, why = record["token_f1"], f"answer mismatch: token F1 {record['token_f1']:.2f} against the reference"
+        else:
+            score, why = per_token, f"reference answer unlikely: {per_token:.2f} probability per token (no generation)"
+        return {"prompt_messages": [*system, *user], "model_response": record.get("prediction", ""),
+                "quality_score": float(score), "failure_reason": why}
+
     def bounds(self, metric):
         return (-np.inf, 0.0) if metric == "token_logprob" else super().bounds(metric)
 

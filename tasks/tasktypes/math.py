@@ -86,6 +86,15 @@ class Math(TaskType):
                             "gold_tokens": s[1], "token_logprob": s[0] / s[1]})
         return records
 
+    def review(self, row, record, context):
+        pred, gold = record["prediction"], record["gold"]
+        why = "right final answer" if record["correct"] else (
+            f"final answer {pred} instead of {gold}" if pred is not None else f"no final answer in the generation "
+                                                                             f"(expected {gold})")
+        return {"prompt_messages": [{"role": "user", "content": row["question"]}],
+                "model_response": record["generation"], "quality_score": float(record["correct"]),
+                "failure_reason": why}
+
     def bounds(self, metric):
         return (float("-inf"), 0.0) if metric == "token_logprob" else super().bounds(metric)
 

@@ -1,0 +1,73 @@
+"""`curate failures RUN_ID`: mine a finished study's benchmark failures into sft_candidates.jsonl and the review
+store; `curate review import|list|summary`: the review store (tasks.backends.reviewstore)."""
+
+import getpass
+from pathlib import Path
+
+import typer
+
+from cli.output import console, fail, table
+from cli.results import STORE_HELP, _store
+from tasks.errors import WorkbenchError
+
+review_app = typer.Typer(help="The failure-review store: import harness files, list and summarize records.",
+                         no_args_is_help=True)
+DB_HELP = "Review database (SQLAlchemy URL; default $CURATE_REVIEW_DB, else sqlite:///runs/review.db)."
+
+
+def _open(db: str | None):
+    from tasks.backends.reviewstore import ReviewStore
+
+    return ReviewStore(db)
+
+
+def failures(study_run_id: str = typer.Argument(..., help="MLflow run id of a finished study run."),
+             tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help=STORE_HELP),
+             arm: str = typer.Option(None, help="Arm to mine (default: the ranking's best arm, else the control)."),
+             size: int = typer.Option(None, help="Mixture size of the point (default: the largest measured)."),
+             seed: int = typer.Option(None, help="Seed of the point (default: its first)."),
+             below: float = typer.Option(0.5, min=0, max=1, help="Keep examples whose quality score (0-1: gold-label "
+                                         "probability, F1, pass rate, ...) is below this."),
+             out: Path = typer.Option(None, help="Where to write sft_candidates.jsonl (default "
+                                      "./failures-RUNID/sft_candidates.jsonl)."),
+             db: str = typer.Option(None, help=DB_HELP),
+             store: bool = typer.Option(True, "--store/--no-store", help="Also add them to the review store.")):
+    """Mine a finished study's benchmark failures for review: one sft_candidates.jsonl record per failed or
+    low-scoring example of the chosen point, with what went wrong in words."""
+    from tasks.ops import failures as mining
+
+    uri = _store(tracking_uri)
+    try:
+        records, scored = mining.mine(uri, study_run_id, arm, below, size, seed)
+    except WorkbenchError as err:
+        fail(err)
+    path = out or Path(f"failures-{study_run_id[:8]}") / mining.FILE
+    mining.write(records, path)
+    console.print(f"{len(records)} of {scored} benchmark examples scored below {below:g}: wrote {path}")
+    if store and records:
+        added, skipped = _open(db).add(records, getpass.getuser())
+        console.print(f"review store: {added} added, {skipped} already there (same id)")
+
+
+@review_app.command("import")
+def import_(path: Path = typer.Argument(..., help="A sft_candidates.jsonl file, or a folder holding some."),
+            db: str = typer.Option(None, help=DB_HELP)):
+    """Import records written by another harness: every line validated first (file:line, field); ids already in
+    the store are skipped."""
+    from tasks.ops import failures as mining
+
+    try:
+        records = mining.read(path)
+    except WorkbenchError as err:
+        fail(err)
+    added, skipped = _open(db).add(records, getpass.getuser())
+    console.print(f"{path}: {len(records)} records read, {added} added, {skipped} skipped (id already present)")
+
+
+@review_app.command("summary")
+def summary(db: str = typer.Option(None, help=DB_HELP)):
+    """Per benchmark run: how many candidates it produced, by status."""
+    rows = _open(db).summary()
+    if not rows:
+        fail(WorkbenchError("the review store is empty: `curate failures RUN_ID` or `curate review import FILE`"))
+    console.print(table([{k: str(v) for k, v in r.items()} for r in rows], "review store"))

@@ -1,0 +1,138 @@
+"""The failure-review loop, first half: the review store (transitions, who and when, conflicts on SQLite and on
+PostgreSQL), importing harness files (validated per line, ids deduplicated), and mining a finished tiny study (one
+record per failure)."""
+
+import json
+import uuid
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from cli.main import app
+from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+from tasks.backends.reviewstore import Conflict, ReviewStore
+from tasks.core.sftrecords import SftCandidate
+from tasks.errors import WorkbenchError
+
+
+def _record(i: int, run: str = "run-a", **over) -> dict:
+    return {"id": f"rec-{i}", "source": "harness", "benchmark_run_id": run, "timestamp": "2026-11-24T10:00:00+00:00",
+            "status": "needs_review", "prompt_messages": [{"role": "system", "content": "Be brief."},
+                                                          {"role": "user", "content": f"question {i}"}],
+            "model_response": f"<b>wrong {i}</b>", "corrected_response": None, "quality_score": 0.1 * i,
+            "failure_reason": "answer mismatch", "task_id": f"t{i}", "task_type": "instruction", "task_name": "demo",
+            "model_id": "org/model", "model_name": "model", **over}
+
+
+def _postgres_url() -> str | None:
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except Exception:  # noqa: BLE001 - no PostgreSQL here: the SQLite run still holds
+        return None
+    name = f"curate_review_{uuid.uuid4().hex[:8]}"
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+        return
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (the team database); the SQLite store is tested")
+    yield (s := ReviewStore(url))
+    s.engine.dispose()
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
+    conn.close()
+
+
+def test_transitions_are_recorded_with_who_and_when(store):
+    assert store.add([SftCandidate(**_record(i)) for i in range(3)], "importer") == (3, 0)
+    first = store.get("rec-1")
+    assert first["status"] == "needs_review" and first["version"] == 1 and first["corrected_response"] is None
+    done = store.act("rec-1", "approve", 1, "ana", correction="the right answer")
+    assert (done["status"], done["version"], done["corrected_response"], done["updated_by"]) == \
+        ("approved", 2, "the right answer", "ana")
+    store.act("rec-2", "flag", 1, "ben")
+    store.act("rec-0", "discard", 1, "ben")
+    assert [(e["action"], e["from_status"], e["to_status"], e["who"]) for e in store.history("rec-1")] == \
+        [("import", None, "needs_review", "importer"), ("approve", "needs_review", "approved", "ana")]
+    assert {r["id"]: r["status"] for r in store.records()} == \
+        {"rec-0": "discarded", "rec-1": "approved", "rec-2": "model_rejected"}
+    assert [r["id"] for r in store.records(status="model_rejected")] == ["rec-2"]
+    [run] = store.summary()
+    assert run == {"benchmark_run_id": "run-a", "total": 3, "needs_review": 0, "approved": 1, "discarded": 1,
+                   "model_rejected": 1}
+    with pytest.raises(WorkbenchError, match="approve needs a corrected response"):
+        store.act("rec-0", "approve", 2, "ana", correction="  ")
+
+
+def test_a_stale_edit_is_a_conflict_not_an_overwrite(store):
+    store.add([SftCandidate(**_record(1))], "importer")
+    store.act("rec-1", "approve", 1, "ana", correction="ana's answer")  # ana saves first
+    with pytest.raises(Conflict) as err:  # ben still has version 1 on screen
+        store.act("rec-1", "approve", 1, "ben", correction="ben's answer")
+    assert err.value.current["corrected_response"] == "ana's answer" and err.value.current["version"] == 2
+    assert "changed by ana" in str(err.value)
+    assert store.get("rec-1")["corrected_response"] == "ana's answer"  # nothing of ben's was written
+    assert len(store.history("rec-1")) == 2
+
+
+def test_import_validates_every_line_and_skips_known_ids(tmp_path):
+    db = f"sqlite:///{tmp_path / 'review.db'}"
+    folder = tmp_path / "harness" / "node-1"
+    folder.mkdir(parents=True)
+    (folder / "sft_candidates.jsonl").write_text("".join(json.dumps(_record(i)) + "\n" for i in range(4)))
+    first = CliRunner().invoke(app, ["review", "import", str(tmp_path / "harness"), "--db", db])
+    assert first.exit_code == 0 and "4 records read, 4 added, 0 skipped" in first.output, first.output
+    again = CliRunner().invoke(app, ["review", "import", str(folder / "sft_candidates.jsonl"), "--db", db])
+    assert "4 records read, 0 added, 4 skipped" in again.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_record(7)) + "\n" + json.dumps(_record(8, status="done", quality_score=2)) + "\n"
+                   + json.dumps({k: v for k, v in _record(9).items() if k != "task_id"}) + "\n")
+    refused = CliRunner().invoke(app, ["review", "import", str(bad), "--db", db])
+    assert refused.exit_code == 2 and "3 problem(s), nothing imported" in refused.output
+    assert f"{bad}:2: status: Input should be 'needs_review', 'approved', 'discarded' or 'model_rejected'" in refused.output
+    assert f"{bad}:2: quality_score: Input should be less than or equal to 1" in refused.output
+    assert f"{bad}:3: task_id: Field required" in refused.output
+    assert len(ReviewStore(db).records()) == 4  # not even the good first line
+
+
+@pytest.mark.integration
+def test_mining_a_finished_study_gives_one_record_per_failure(tmp_path, tiny_model, prefect_harness):
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    study = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"], noise={"control_replicates": 0}))
+    assert CliRunner().invoke(app, ["run", str(study)]).exit_code == 0
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("fixture-study").experiment_id])
+             if "mlflow.parentRunId" not in r.data.tags]
+    db = f"sqlite:///{tmp_path / 'review.db'}"
+    out = tmp_path / "mined.jsonl"
+    mined = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "control",
+                                     "--out", str(out), "--db", db])
+    assert mined.exit_code == 0, mined.output
+    preds = [json.loads(line) for line in next((tmp_path / "out" / "points" / "control").glob("size32-seed0/predictions.jsonl")).open()]
+    wrong = [p for p in preds if not p["correct"]]
+    records = [json.loads(line) for line in out.open()]
+    assert len(records) == len(wrong) and f"{len(wrong)} of {len(preds)} benchmark examples scored below 0.5" in mined.output
+    assert all(r["benchmark_run_id"] == run.info.run_id and r["status"] == "needs_review" and r["quality_score"] < 0.5
+               and r["failure_reason"].startswith("wrong label") and r["corrected_response"] is None for r in records)
+    assert {r["model_response"] for r in records} <= {"negative", "positive"}
+    assert f"review store: {len(wrong)} added, 0 already there" in mined.output
+    again = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "control",
+                                     "--out", str(out), "--db", db])
+    assert f"review store: 0 added, {len(wrong)} already there" in again.output
+    missing = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
+    assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control" in missing.output
