@@ -71,3 +71,46 @@ def summary(db: str = typer.Option(None, help=DB_HELP)):
     if not rows:
         fail(WorkbenchError("the review store is empty: `curate failures RUN_ID` or `curate review import FILE`"))
     console.print(table([{k: str(v) for k, v in r.items()} for r in rows], "review store"))
+
+
+@review_app.command("serve")
+def serve(host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
+          port: int = typer.Option(8765, help="Port."),
+          token: str = typer.Option(None, envvar="CURATE_REVIEW_TOKEN", help="Required on every request when bound "
+                                    "beyond loopback (default: a new random one, printed)."),
+          db: str = typer.Option(None, help=DB_HELP)):
+    """The review page: a queue of failure cards to correct, discard or flag, with filters and a per-run summary."""
+    import secrets
+
+    import uvicorn
+
+    from tasks.ops.reviewpage import create_app
+
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not token:
+        token = secrets.token_urlsafe(18)
+    store = _open(db)
+    address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review page: {address}  (store: {store.url}; Ctrl-C stops it)")
+    uvicorn.run(create_app(store, token, getpass.getuser()), host=host, port=port, log_level="warning")
+
+
+@review_app.command("export")
+def export(out: Path = typer.Argument(..., help="JSONL file to write: one {messages: [system, user, assistant]} per "
+                                     "approved correction."),
+           name: str = typer.Option(..., help="Catalog entry name for the new candidate."),
+           catalog_dir: Path = typer.Option(Path("catalog"), help="Where the catalog entry YAML is written."),
+           license_: str = typer.Option(..., "--license", help="License of the corrected data (usually the "
+                                        "benchmark's, e.g. MIT, CC-BY-4.0)."),
+           run: str = typer.Option(None, help="Only records mined from this benchmark run."),
+           db: str = typer.Option(None, help=DB_HELP)):
+    """Approved records with a correction -> a chat-format JSONL file and a catalog entry for it (version bumped when
+    the content changed), ready for `curate catalog publish` to re-evaluate it as a candidate."""
+    from tasks.ops import failures as mining
+
+    try:
+        result = mining.export(_open(db).records("approved", run=run), out, name, catalog_dir, license_)
+    except WorkbenchError as err:
+        fail(err)
+    console.print(f"{result['rows']} approved corrections -> {out}; catalog entry {result['entry']} version "
+                  f"{result['version']} ({result['change']})")

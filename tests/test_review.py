@@ -136,3 +136,32 @@ def test_mining_a_finished_study_gives_one_record_per_failure(tmp_path, tiny_mod
     assert f"review store: 0 added, {len(wrong)} already there" in again.output
     missing = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
     assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control" in missing.output
+
+
+def test_export_writes_approved_corrections_and_a_catalog_entry(tmp_path):
+    from tasks.spec.catalog import load_catalog
+
+    db = f"sqlite:///{tmp_path / 'review.db'}"
+    store = ReviewStore(db)
+    store.add([SftCandidate(**_record(i)) for i in range(4)], "importer")
+    store.act("rec-0", "approve", 1, "ana", correction="answer zero")
+    store.act("rec-1", "discard", 1, "ana")
+    store.act("rec-2", "flag", 1, "ana")  # rec-3 stays needs_review
+    out, catalog = tmp_path / "data" / "corrected.jsonl", tmp_path / "catalog"
+    args = ["review", "export", str(out), "--name", "reviewed-failures", "--catalog-dir", str(catalog),
+            "--license", "MIT", "--db", db]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "1 approved corrections" in first.output and "version 1 (new)" in first.output
+    assert [json.loads(line) for line in out.open()] == [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "question 0"},
+        {"role": "assistant", "content": "answer zero"}]}]
+    entry = load_catalog(catalog)["reviewed-failures"]
+    assert (entry.task, entry.format, entry.license, entry.version, entry.path) == \
+        ("instruction", "messages", "MIT", 1, str(out.resolve()))
+    assert "mined from benchmark run(s) run-a" in entry.description
+    assert "version 1 (unchanged)" in CliRunner().invoke(app, args).output  # same content: same version
+    store.act("rec-3", "approve", 1, "ben", correction="answer three")
+    assert "2 approved corrections" in (again := CliRunner().invoke(app, args).output) and "version 2 (content changed)" in again
+    assert load_catalog(catalog)["reviewed-failures"].version == 2
+    empty = CliRunner().invoke(app, [*args[:-1], f"sqlite:///{tmp_path / 'empty.db'}"])
+    assert empty.exit_code == 2 and "no approved record with a correction to export" in empty.output

@@ -97,3 +97,39 @@ def read(path: Path) -> list[SftCandidate]:
     if problems:
         raise WorkbenchError(f"{len(problems)} problem(s), nothing imported:\n  - " + "\n  - ".join(problems[:20]))
     return records
+
+
+def export(records: list[dict], out: Path, name: str, catalog_dir: Path, license_: str) -> dict:
+    """Approved records with a non-null correction -> {"messages": [system?, user, assistant]} rows and a catalog
+    entry (task instruction, format messages). The entry's version goes up when the exported content changed and
+    stays when it did not; its description says where the rows came from."""
+    import yaml
+
+    from tasks.common import fingerprint
+    from tasks.spec.catalog import CatalogEntry
+
+    rows = [{"messages": [*r["prompt_messages"], {"role": "assistant", "content": r["corrected_response"]}]}
+            for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "approved" and r["corrected_response"]]
+    if not rows:
+        raise WorkbenchError("no approved record with a correction to export (approve some in `curate review serve`)")
+    out = out.resolve()
+    entry_path = Path(catalog_dir) / f"{name}.yaml"
+    old = yaml.safe_load(entry_path.read_text()) if entry_path.exists() else None
+    old_rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else None
+    same = old is not None and old_rows is not None and fingerprint(old_rows) == fingerprint(rows)
+    version = (old or {}).get("version", 0) + (0 if same else 1)
+    runs = sorted({r["benchmark_run_id"] for r in records})
+    entry = CatalogEntry(name=name, version=version, task="instruction", format="messages", license=license_,
+                         path=str(out), size_hint=len(rows),
+                         description=f"{len(rows)} benchmark failures corrected by reviewers (failure-review export; "
+                                     f"mined from benchmark run(s) {', '.join(runs)})")
+    if not same:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        tmp.replace(out)
+        entry_path.parent.mkdir(parents=True, exist_ok=True)
+        entry_path.write_text(yaml.safe_dump(entry.model_dump(mode="json", exclude_defaults=True) | {"version": version},
+                                             sort_keys=False))
+    return {"rows": len(rows), "entry": str(entry_path), "version": version,
+            "change": "unchanged" if same else "new" if old is None else "content changed"}

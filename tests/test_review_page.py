@@ -1,0 +1,153 @@
+"""The review page in a real headless Chromium (Debian's chromium driven by Playwright): the queue loads, a
+correction is written, a record discarded (keyboard) and one flagged, the per-run summary follows, a stale edit
+shows a conflict, model output with HTML in it is shown as text, and a token guards a page bound beyond loopback.
+Chromium is installed by the test set-up (apt) where it is missing; the tests skip, saying why, where it cannot be."""
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.backends.reviewstore import ReviewStore
+from tasks.core.sftrecords import SftCandidate
+from test_review import _record
+
+HOSTILE = "<script>window.pwned = 1</script><b>bold</b> & <img src=x onerror=\"window.pwned = 2\">"
+SHOTS = Path(os.environ.get("CURATE_TEST_OUTPUT", Path(__file__).parent / "output"))
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):  # the test set-up installs Debian's chromium
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=600)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("no Chromium: `apt-get install chromium` (Debian) was not possible here")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    path = _chromium()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def page_of(tmp_path, browser):
+    """(store, url, page): a review page served from a fresh SQLite store by uvicorn in a thread."""
+    import uvicorn
+
+    from tasks.ops.reviewpage import create_app
+
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    records = [_record(1, quality_score=0.12, model_response=HOSTILE), _record(2, quality_score=0.55),
+               _record(3, quality_score=0.85), _record(4, run="run-b", quality_score=0.3, task_type="math")]
+    store.add([SftCandidate(**r) for r in records], "importer")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, None, "tester"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    yield store, f"http://127.0.0.1:{port}", page
+    page.close()
+    server.should_exit = True
+    thread.join(10)
+
+
+def _summary(page) -> dict:
+    cells = page.locator("#summary tr").nth(1).locator("td").all_inner_texts()
+    return dict(zip(["run", "total", "needs_review", "approved", "discarded", "model_rejected"], cells))
+
+
+def test_review_queue_correct_discard_flag_and_summary(page_of):
+    store, url, page = page_of
+    page.goto(url)
+    cards = page.locator("article.card")
+    assert cards.count() == 4
+    assert cards.nth(0).get_attribute("data-id") == "rec-1"  # the worst failure leads the queue
+    assert [cards.nth(i).locator(".score").get_attribute("class") for i in range(4)] == \
+        ["score red", "score red", "score orange", "score yellow"]
+    assert cards.nth(0).locator(".chip").all_inner_texts()[:2] == ["model", "instruction"]
+    # HTML in a model response is text: shown literally, never run or rendered
+    response = cards.nth(0).locator("pre.response")
+    assert response.inner_text() == HOSTILE and response.locator("b, img, script").count() == 0
+    assert page.evaluate("window.pwned") is None
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-queue.png"), full_page=True)
+    assert _summary(page)["needs_review"] == "3"  # run-a: rec-1..3
+    # write a correction on the first card (c focuses the correction, then the approve button)
+    page.keyboard.press("c")
+    page.keyboard.type("The right answer.")
+    with page.expect_navigation():
+        cards.nth(0).locator("button.approve").click()
+    assert store.get("rec-1")["status"] == "approved" and store.get("rec-1")["corrected_response"] == "The right answer."
+    assert store.get("rec-1")["updated_by"] == "tester"
+    assert _summary(page)["approved"] == "1" and _summary(page)["needs_review"] == "2"
+    # discard with the keyboard: j moves to the second card (rec-4, run-b), j again to rec-2, d discards it
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    with page.expect_navigation():
+        page.keyboard.press("d")
+    assert store.get("rec-2")["status"] == "discarded"
+    with page.expect_navigation():
+        page.locator("article[data-id='rec-3'] button.flag").click()
+    assert store.get("rec-3")["status"] == "model_rejected"
+    assert _summary(page) == {"run": "run-a", "total": "3", "needs_review": "0", "approved": "1", "discarded": "1",
+                              "model_rejected": "1"}
+    page.select_option("select[name=status]", "needs_review")
+    with page.expect_navigation():
+        page.click("header button[type=submit] >> nth=0")
+    assert [c.get_attribute("data-id") for c in page.locator("article.card").all()] == ["rec-4"]
+    page.screenshot(path=str(SHOTS / "review-after.png"), full_page=True)
+
+
+def test_a_stale_edit_shows_the_conflict(page_of):
+    store, url, page = page_of
+    page.goto(url)
+    store.act("rec-1", "approve", 1, "ana", correction="ana's answer")  # someone else saves first
+    card = page.locator("article[data-id='rec-1']")
+    card.locator("textarea").fill("my answer")
+    with page.expect_navigation():
+        card.locator("button.approve").click()
+    assert "Not saved" in page.locator("#notice").inner_text() and "changed by ana" in page.locator("#notice").inner_text()
+    assert store.get("rec-1")["corrected_response"] == "ana's answer"
+
+
+def test_a_page_beyond_loopback_needs_the_token(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tasks.ops.reviewpage import create_app
+
+    client = TestClient(create_app(ReviewStore(f"sqlite:///{tmp_path / 'r.db'}"), "s3cret"))
+    assert client.get("/").status_code == 401 and client.get("/?token=wrong").status_code == 401
+    assert client.get("/?token=s3cret").status_code == 200
+    assert client.get("/").status_code == 200  # kept in a cookie after the first visit
+
+
+def test_serve_binds_loopback_by_default():
+    from typer.main import get_command
+
+    from cli.main import app
+
+    serve = get_command(app).commands["review"].commands["serve"]
+    assert next(p for p in serve.params if p.name == "host").default == "127.0.0.1"
