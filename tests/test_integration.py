@@ -176,3 +176,25 @@ def test_calibrate_adds_placebo_arms_and_control_replicates(tmp_path, tiny_model
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "out" / "ranking" / "ranking.csv"))}
     assert rows["placebo-1"]["rank"] == "A/A" and rows["placebo-1"]["p_best"] == "" and rows["clean"]["mde"]
     assert studies[0].data.tags["curate.best_arm"] in ("clean", "control")
+
+
+def test_mining_the_finished_study_gives_one_record_per_failure(finished_study):
+    """`curate failures`: one sft_candidates record per wrong benchmark label of the chosen point, in the store once."""
+    tmp, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    db, out = f"sqlite:///{tmp / 'review.db'}", tmp / "mined.jsonl"
+    args = ["failures", study.info.run_id, "--tracking-uri", uri, "--arm", "control", "--out", str(out), "--db", db]
+    mined = CliRunner().invoke(app, args)
+    assert mined.exit_code == 0, mined.output
+    preds = [json.loads(line) for line in (tmp / "out" / "points" / "control" / "size64-seed0" / "predictions.jsonl").open()]
+    wrong = [p for p in preds if not p["correct"]]
+    records = [json.loads(line) for line in out.open()]
+    assert len(records) == len(wrong) and f"{len(wrong)} of {len(preds)} benchmark examples scored below 0.5" in mined.output
+    assert all(r["benchmark_run_id"] == study.info.run_id and r["status"] == "needs_review" and r["quality_score"] < 0.5
+               and r["failure_reason"].startswith("wrong label") and r["corrected_response"] is None for r in records)
+    assert {r["model_response"] for r in records} <= {"negative", "positive"}
+    assert f"review store: {len(wrong)} added, 0 already there" in mined.output
+    assert f"review store: 0 added, {len(wrong)} already there" in CliRunner().invoke(app, args).output
+    missing = CliRunner().invoke(app, ["failures", study.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
+    assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control, copy, flipped" in missing.output

@@ -1,16 +1,14 @@
-"""The failure-review loop, first half: the review store (transitions, who and when, conflicts on SQLite and on
-PostgreSQL), importing harness files (validated per line, ids deduplicated), and mining a finished tiny study (one
-record per failure)."""
+"""The failure-review loop: the review store (transitions, who and when, conflicts on SQLite and on PostgreSQL),
+importing harness files (validated per line, ids deduplicated), and the export (mining a finished study:
+test_integration.py; the page: test_review_page.py)."""
 
 import json
 import uuid
 
 import pytest
-from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from cli.main import app
-from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
 from tasks.backends.reviewstore import Conflict, ReviewStore
 from tasks.core.sftrecords import SftCandidate
 from tasks.errors import WorkbenchError
@@ -107,35 +105,6 @@ def test_import_validates_every_line_and_skips_known_ids(tmp_path):
     assert f"{bad}:2: quality_score: Input should be less than or equal to 1" in refused.output
     assert f"{bad}:3: task_id: Field required" in refused.output
     assert len(ReviewStore(db).records()) == 4  # not even the good first line
-
-
-@pytest.mark.integration
-def test_mining_a_finished_study_gives_one_record_per_failure(tmp_path, tiny_model, prefect_harness):
-    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
-    study = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"], noise={"control_replicates": 0}))
-    assert CliRunner().invoke(app, ["run", str(study)]).exit_code == 0
-    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    [run] = [r for r in client.search_runs([client.get_experiment_by_name("fixture-study").experiment_id])
-             if "mlflow.parentRunId" not in r.data.tags]
-    db = f"sqlite:///{tmp_path / 'review.db'}"
-    out = tmp_path / "mined.jsonl"
-    mined = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "control",
-                                     "--out", str(out), "--db", db])
-    assert mined.exit_code == 0, mined.output
-    preds = [json.loads(line) for line in next((tmp_path / "out" / "points" / "control").glob("size32-seed0/predictions.jsonl")).open()]
-    wrong = [p for p in preds if not p["correct"]]
-    records = [json.loads(line) for line in out.open()]
-    assert len(records) == len(wrong) and f"{len(wrong)} of {len(preds)} benchmark examples scored below 0.5" in mined.output
-    assert all(r["benchmark_run_id"] == run.info.run_id and r["status"] == "needs_review" and r["quality_score"] < 0.5
-               and r["failure_reason"].startswith("wrong label") and r["corrected_response"] is None for r in records)
-    assert {r["model_response"] for r in records} <= {"negative", "positive"}
-    assert f"review store: {len(wrong)} added, 0 already there" in mined.output
-    again = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "control",
-                                     "--out", str(out), "--db", db])
-    assert f"review store: 0 added, {len(wrong)} already there" in again.output
-    missing = CliRunner().invoke(app, ["failures", run.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
-    assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control" in missing.output
 
 
 def test_export_writes_approved_corrections_and_a_catalog_entry(tmp_path):
