@@ -23,7 +23,7 @@ PAGE = """<!doctype html>
  header { background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 18px; align-items: center; }
  header h1 { font-size: 17px; margin: 0; } header form { display: flex; gap: 8px; align-items: center; }
  main { display: grid; grid-template-columns: minmax(0, 1fr) 400px; gap: 18px; padding: 18px 20px; }
- aside { overflow-x: auto; }
+ aside { overflow-x: auto; } th { font-weight: 600; }
  .card { background: #fff; border: 2px solid transparent; border-radius: 8px; padding: 12px 16px; margin-bottom: 14px;
          box-shadow: 0 1px 2px #0002; } .card.focus { border-color: #3b6fd8; }
  .meta { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin-bottom: 8px; }
@@ -74,7 +74,7 @@ PAGE = """<!doctype html>
 {% endfor %}
 </section>
 <aside><h3>By benchmark run</h3><table id="summary"><tr><th>run</th><th>total</th>
-{% for s in statuses %}<th>{{ s }}</th>{% endfor %}</tr>
+{% for s in statuses %}<th>{{ s.replace('_', ' ') }}</th>{% endfor %}</tr>
 {% for row in summary %}<tr><td title="{{ row.benchmark_run_id }}">{{ row.benchmark_run_id[:12] }}</td><td>{{ row.total }}</td>
 {% for s in statuses %}<td class="{{ s }}">{{ row[s] }}</td>{% endfor %}</tr>{% endfor %}</table></aside></main>
 <script>
