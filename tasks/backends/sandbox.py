@@ -77,7 +77,7 @@ def execute(program: str, limits: Limits = Limits()) -> Outcome:
         return Outcome(found["kind"] if found.get("kind") in KINDS else "crash", found.get("detail", ""),
                        found.get("network", ""))
     except (ValueError, AttributeError, TypeError):
-        pass
+        pass  # no outcome from the runner (killed, or the program broke the pipe): judged by exit status below
     code = proc.returncode
     if code is not None and code < 0:
         name = signal.Signals(-code).name
@@ -91,7 +91,7 @@ def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        pass  # the group is gone already
     proc.wait()
 
 

@@ -201,3 +201,14 @@ def fit_pair(prompt: str, completion: str, tokenizer, max_length: int) -> tuple[
     if keep_c < len(c_ids):
         completion = tokenizer.decode(c_ids[:keep_c])
     return prompt, completion
+
+
+def rotate(rows: list[dict], share: float, rng: np.random.Generator, keys: tuple[str, ...]) -> list[dict]:
+    """A documented negative control: the `keys` of a fixed share of rows (drawn with rng) moved one place along a
+    random cycle among those rows, so none keeps its own answer. The rows are copied."""
+    chosen = rng.choice(len(rows), round(share * len(rows)), replace=False)
+    rows = [dict(r) for r in rows]
+    moved = [tuple(rows[i][k] for k in keys) for i in chosen]
+    for n, i in enumerate(chosen):
+        rows[i].update(zip(keys, moved[(n + 1) % len(chosen)]))
+    return rows

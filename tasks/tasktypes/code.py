@@ -20,7 +20,7 @@ import numpy as np
 from tasks.backends import sandbox
 from tasks.core import codeconvert
 from tasks.errors import DataError
-from tasks.tasktypes.base import TaskType, fit_pair
+from tasks.tasktypes.base import TaskType, fit_pair, rotate
 
 PASS_K = (1, 2, 5, 10)  # the pass@k metrics a study can name (k <= execution.samples)
 STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", "\n```"]  # a new top-level statement
@@ -110,13 +110,7 @@ class Code(TaskType):
 
     def label_noise(self, rows, share, seed, context):
         """A documented negative control: the solutions of a share of rows shuffled among them (none keeps its own)."""
-        rng = np.random.default_rng([seed, 11])
-        chosen = rng.choice(len(rows), round(share * len(rows)), replace=False)
-        rows = [dict(r) for r in rows]
-        moved = [rows[i]["solution"] for i in chosen]
-        for k, i in enumerate(chosen):
-            rows[i]["solution"] = moved[(k + 1) % len(chosen)]
-        return rows
+        return rotate(rows, share, np.random.default_rng([seed, 11]), ("solution",))
 
     def profile(self, rows):
         return {"solution_lines_mean": round(float(np.mean([len(r["solution"].splitlines()) for r in rows])), 1)}

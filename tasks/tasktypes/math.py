@@ -11,7 +11,7 @@ import numpy as np
 
 from tasks.core import mathanswers
 from tasks.errors import DataError
-from tasks.tasktypes.base import TaskType
+from tasks.tasktypes.base import TaskType, rotate
 
 STOP = "\nQuestion:"  # a generation that starts the next problem is cut there
 
@@ -56,15 +56,8 @@ class Math(TaskType):
                 "final": final}
 
     def label_noise(self, rows, share, seed, context):
-        """A documented negative control: the solutions of a fixed share of rows shuffled among those rows (each
-        moved one place along a random cycle, so none keeps its own)."""
-        rng = np.random.default_rng([seed, 7])
-        chosen = rng.choice(len(rows), round(share * len(rows)), replace=False)
-        rows = [dict(r) for r in rows]
-        moved = [(rows[i]["answer"], rows[i]["final"]) for i in chosen]
-        for k, i in enumerate(chosen):
-            rows[i]["answer"], rows[i]["final"] = moved[(k + 1) % len(chosen)]
-        return rows
+        """A documented negative control: the solutions of a fixed share of rows shuffled among those rows."""
+        return rotate(rows, share, np.random.default_rng([seed, 7]), ("answer", "final"))
 
     def text(self, row):
         return row["question"]
