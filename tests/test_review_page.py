@@ -142,6 +142,8 @@ def test_a_page_beyond_loopback_needs_the_token(tmp_path):
     assert client.get("/").status_code == 401 and client.get("/?token=wrong").status_code == 401
     assert client.get("/?token=s3cret").status_code == 200
     assert client.get("/").status_code == 200  # kept in a cookie after the first visit
+    moved = client.post("/reviewer", data={"reviewer": "ana", "back": "//evil.example/"}, follow_redirects=False)
+    assert moved.status_code == 303 and moved.headers["location"] == "/"  # never redirected off the page
 
 
 def test_serve_binds_loopback_by_default():

@@ -99,6 +99,11 @@ def colour(score: float) -> str:
     return "red" if score < 0.4 else "orange" if score < 0.7 else "yellow"
 
 
+def local(path: str) -> str:
+    """A redirect target on this page only ('//host/...' would leave it)."""
+    return path if path.startswith("/") and not path.startswith("//") else "/"
+
+
 def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "reviewer") -> FastAPI:
     app = FastAPI(title="curation-workbench review", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -137,13 +142,13 @@ def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "re
             notice = f"Not saved: {err}"
         except WorkbenchError as err:
             notice = f"Not saved: {err}"
-        target = back if back.startswith("/") else "/"
+        target = local(back)
         sep = "&" if "?" in target else "?"
         return RedirectResponse(target + (f"{sep}{urlencode({'notice': notice})}" if notice else ""), 303)
 
     @app.post("/reviewer")
     def set_reviewer(reviewer_name: str = Form(..., alias="reviewer"), back: str = Form("/")):
-        response = RedirectResponse(back if back.startswith("/") else "/", 303)
+        response = RedirectResponse(local(back), 303)
         response.set_cookie("curate_reviewer", reviewer_name.strip() or reviewer, samesite="strict")
         return response
 
