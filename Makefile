@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo demo-math demo-instruction demo-code test test-slow known-truth bench
+.PHONY: setup demo demo-math demo-instruction demo-code demo-review test test-slow known-truth bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,14 @@ demo-math: setup
 demo-instruction: setup
 	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
 	$(VENV)/bin/curate run deployments/studies/instruction-demo.yaml
+
+# The failure-review loop's first half (README "Reviewing failures"): the instruction model scored on a dev pool of
+# 200 NQ-open questions no study ranks on, and its failures mined into the review store (runs/review.db). Then:
+# curate review serve, review, curate review export, add the new candidate to a study, publish or run it again.
+demo-review: setup
+	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
+	$(VENV)/bin/curate run deployments/studies/instruction-dev.yaml
+	$(VENV)/bin/curate failures deployments/studies/instruction-dev.yaml --out runs/instruction-dev/failures/sft_candidates.jsonl
 
 # Code with executed tests: MBPP and HumanEval converted (every reference solution checked in the sandbox), then the
 # study; generated functions run in the sandbox (README, "Code studies").

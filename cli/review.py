@@ -21,7 +21,28 @@ def _open(db: str | None):
     return ReviewStore(db)
 
 
-def failures(study_run_id: str = typer.Argument(..., help="MLflow run id of a finished study run."),
+def _study_run(study: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(store, study run id) from a study YAML file (its latest study run, in its own store unless one is given)
+    or a run id (with --tracking-uri or $MLFLOW_TRACKING_URI)."""
+    from tasks.backends import tracking
+
+    if not study.endswith((".yaml", ".yml")):
+        return _store(tracking_uri), study
+    from tasks.spec.study import load_study
+
+    try:
+        spec = load_study(study)
+    except WorkbenchError as err:
+        fail(err)
+    uri = tracking_uri or tracking.tracking_uri(spec.output_path)
+    latest = tracking.latest_study_run(uri, spec.name)
+    if latest is None:
+        fail(WorkbenchError(f"study '{spec.name}' has no study run in {uri}: run it first (curate run {study})"))
+    return uri, latest.info.run_id
+
+
+def failures(study: str = typer.Argument(..., help="A study YAML file (its latest run) or the MLflow run id of a "
+                                         "finished study run."),
              tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help=STORE_HELP),
              arm: str = typer.Option(None, help="Arm to mine (default: the ranking's best arm, else the control)."),
              size: int = typer.Option(None, help="Mixture size of the point (default: the largest measured)."),
@@ -36,13 +57,14 @@ def failures(study_run_id: str = typer.Argument(..., help="MLflow run id of a fi
     low-scoring example of the chosen point, with what went wrong in words."""
     from tasks.ops import failures as mining
 
-    uri = _store(tracking_uri)
+    uri, study_run_id = _study_run(study, tracking_uri)
     try:
         records, scored = mining.mine(uri, study_run_id, arm, below, size, seed)
     except WorkbenchError as err:
         fail(err)
     path = out or Path(f"failures-{study_run_id[:8]}") / mining.FILE
     mining.write(records, path)
+    console.print(f"study run {study_run_id} in {uri}")
     console.print(f"{len(records)} of {scored} benchmark examples scored below {below:g}: wrote {path}")
     if store and records:
         added, skipped = _open(db).add(records, getpass.getuser())
@@ -114,3 +136,7 @@ def export(out: Path = typer.Argument(..., help="JSONL file to write: one {messa
         fail(err)
     console.print(f"{result['rows']} approved corrections -> {out}; catalog entry {result['entry']} version "
                   f"{result['version']} ({result['change']})")
+    console.print(f"Their prompts are benchmark items of {', '.join(result['benchmarks'])}: a study ranking on that "
+                  "benchmark removes them as contamination, so rank the new candidate on another one. Add "
+                  f"'{name}' to a study's candidates, then `curate catalog publish --dir {catalog_dir}` (or run the "
+                  "study again: only the new arm trains).")

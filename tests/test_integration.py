@@ -196,5 +196,8 @@ def test_mining_the_finished_study_gives_one_record_per_failure(finished_study):
     assert {r["model_response"] for r in records} <= {"negative", "positive"}
     assert f"review store: {len(wrong)} added, 0 already there" in mined.output
     assert f"review store: 0 added, {len(wrong)} already there" in CliRunner().invoke(app, args).output
+    by_file = CliRunner().invoke(app, ["failures", str(tmp / "study.yaml"), "--arm", "control", "--no-store", "--out",
+                                       str(tmp / "by-file.jsonl")])  # a study file: its latest run, in its own store
+    assert by_file.exit_code == 0 and len((tmp / "by-file.jsonl").read_text().splitlines()) == len(wrong), by_file.output
     missing = CliRunner().invoke(app, ["failures", study.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
     assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control, copy, flipped" in missing.output

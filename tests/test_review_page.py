@@ -153,3 +153,16 @@ def test_serve_binds_loopback_by_default():
 
     serve = get_command(app).commands["review"].commands["serve"]
     assert next(p for p in serve.params if p.name == "host").default == "127.0.0.1"
+
+
+def test_a_long_queue_shows_the_worst_first_and_says_how_many_are_left(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from tasks.ops import reviewpage
+
+    store = ReviewStore(f"sqlite:///{tmp_path / 'r.db'}")
+    store.add([SftCandidate(**_record(i, quality_score=i / 10)) for i in range(1, 6)], "importer")
+    monkeypatch.setattr(reviewpage, "SHOWN", 2)
+    html = TestClient(reviewpage.create_app(store)).get("/").text
+    assert "5 record(s), the first 2 shown" in " ".join(html.split())
+    assert html.count('<article class="card"') == 2 and 'data-id="rec-1"' in html and 'data-id="rec-3"' not in html

@@ -6,6 +6,8 @@ the chat formats people meet in the wild (run by `make demo-instruction`; nothin
   nq-more.jsonl     1,400 more NQ-open questions (disjoint from both)       sharegpt   (from/value)
   nq-shuffled.jsonl the same 1,400 with answers shuffled between questions  messages   (a documented negative control)
   truthfulqa.jsonl  817 TruthfulQA questions, first correct answer          prompt_completion
+  dev.jsonl         200 more NQ-open test questions (disjoint from all above) messages   (the failure-review loop's
+                    pool: instruction-dev.yaml mines the model's failures on it; README "Reviewing failures")
 The fourth candidate, OpenBookQA, is read straight from the package as Alpaca rows through a column map (see the
 catalog entry). NQ-open lists several gold answers; the first is the reference.
 
@@ -61,6 +63,7 @@ def main(out: Path) -> None:
     order = list(range(len(more)))
     random.Random(1).shuffle(order)
     write(out / "nq-shuffled.jsonl", [messages(more[i]["question"], moved[i]) for i in order])
+    write(out / "dev.jsonl", [messages(r["question"], r["answer"][0]) for r in test[100:300]])
     write(out / "truthfulqa.jsonl", [{"prompt": r["question"], "completion": r["answer"][0]}
                                      for r in read("TruthfulQA/combined.jsonl") if r["answer"]])
 

@@ -108,8 +108,9 @@ def export(records: list[dict], out: Path, name: str, catalog_dir: Path, license
     from tasks.common import fingerprint
     from tasks.spec.catalog import CatalogEntry
 
+    chosen = [r for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "approved" and r["corrected_response"]]
     rows = [{"messages": [*r["prompt_messages"], {"role": "assistant", "content": r["corrected_response"]}]}
-            for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "approved" and r["corrected_response"]]
+            for r in chosen]
     if not rows:
         raise WorkbenchError("no approved record with a correction to export (approve some in `curate review serve`)")
     out = out.resolve()
@@ -132,4 +133,5 @@ def export(records: list[dict], out: Path, name: str, catalog_dir: Path, license
         entry_path.write_text(yaml.safe_dump(entry.model_dump(mode="json", exclude_defaults=True) | {"version": version},
                                              sort_keys=False))
     return {"rows": len(rows), "entry": str(entry_path), "version": version,
+            "benchmarks": sorted({r["task_name"] for r in chosen}),
             "change": "unchanged" if same else "new" if old is None else "content changed"}

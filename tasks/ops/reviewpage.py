@@ -53,7 +53,8 @@ PAGE = """<!doctype html>
 </header>
 <main><section id="queue">
 {% if notice %}<div class="notice" id="notice">{{ notice }}</div>{% endif %}
-<p>{{ records|length }} record(s). Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previous, <kbd>c</kbd> write correction,
+<p>{{ total }} record(s){% if total > records|length %}, the first {{ records|length }} shown (filter, or finish
+these, to see the rest){% endif %}. Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previous, <kbd>c</kbd> write correction,
 <kbd>a</kbd> approve, <kbd>d</kbd> discard, <kbd>f</kbd> flag model.</p>
 {% for r in records %}
 <article class="card" id="card-{{ loop.index0 }}" data-id="{{ r.id }}" tabindex="-1">
@@ -92,6 +93,7 @@ show(0);
 </script></body></html>"""
 
 ENV = Environment(autoescape=True)
+SHOWN = 200  # cards per page: a store can hold thousands of failures, and the worst come first
 TEMPLATE = ENV.from_string(PAGE)
 
 
@@ -123,7 +125,8 @@ def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "re
         everything = store.records()
         filters = {"status": status, "task": task, "run": run}
         back = "/?" + urlencode({k: v for k, v in filters.items() if v})
-        return TEMPLATE.render(records=store.records(status or None, task or None, run or None), filters=filters,
+        records = store.records(status or None, task or None, run or None)
+        return TEMPLATE.render(records=records[:SHOWN], total=len(records), filters=filters,
                                statuses=STATUSES, tasks=sorted({r["task_type"] for r in everything}),
                                runs=sorted({r["benchmark_run_id"] for r in everything}), summary=store.summary(),
                                notice=notice, back=back, colour=colour,

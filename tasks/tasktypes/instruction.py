@@ -117,10 +117,13 @@ class Instruction(TaskType):
         system = [m for m in row["messages"][:1] if m["role"] == "system"]
         user = [m for m in row["messages"][:-1] if m["role"] == "user"][-1:]
         per_token = float(np.exp(record["token_logprob"]))
+        reference = row["messages"][-1]["content"]
+        reference = repr(reference if len(reference) <= 200 else reference[:200] + "...")
         if "token_f1" in record:
-            score, why = record["token_f1"], f"answer mismatch: token F1 {record['token_f1']:.2f} against the reference"
+            score, why = record["token_f1"], f"answer mismatch: token F1 {record['token_f1']:.2f} against the reference {reference}"
         else:
-            score, why = per_token, f"reference answer unlikely: {per_token:.2f} probability per token (no generation)"
+            score, why = per_token, (f"reference answer {reference} unlikely: {per_token:.2f} probability per token "
+                                     "(no generation)")
         return {"prompt_messages": [*system, *user], "model_response": record.get("prediction", ""),
                 "quality_score": float(score), "failure_reason": why}
 
