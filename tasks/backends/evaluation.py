@@ -16,6 +16,7 @@ from tasks.backends.data import read_jsonl, write_jsonl
 from tasks.spec.study import Training
 
 _BASE: dict[tuple, dict] = {}  # (model folder, trust_remote_code) -> the worker's base model, tokenizer, saved weights
+_REFERENCE: dict[tuple, list] = {}  # (model, benchmark file and its mtime, task, preset) -> the base model's records
 
 
 def _base(model_dir: str, trust_remote_code: bool) -> dict:
@@ -66,8 +67,9 @@ def unload_adapter(model) -> None:
 class Scorer:
     """What a task type's `predict` asks of a model: log-likelihoods of given continuations, and greedy generations."""
 
-    def __init__(self, model, tokenizer, preset: Training, bf16: bool):
+    def __init__(self, model, tokenizer, preset: Training, bf16: bool, reference: list | None = None):
         self.model, self.tokenizer, self.preset = model, tokenizer, preset
+        self.reference = reference  # the base model's records on the same rows (task types with needs_reference)
         self.max_length, self.batch_size = preset.max_length, preset.eval_batch_size
         self.autocast = torch.autocast(model.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
@@ -187,10 +189,19 @@ def score_adapter(model_dir: str, adapter_dir: str | None, benchmark_path: str, 
     """Evaluate one adapter; write predictions.jsonl and return the metrics (denominators checked)."""
     start = time.perf_counter()
     kind = tasktypes.get(task)
+    rows = read_jsonl(Path(benchmark_path))
+    bf16 = models.use_bf16(preset.bf16)
+    reference = None
+    if kind.needs_reference:  # the base model's own scores, once per worker and benchmark
+        key = (model_dir, benchmark_path, Path(benchmark_path).stat().st_mtime_ns, task, preset.model_dump_json())
+        if key not in _REFERENCE:
+            base, tokenizer = load_adapted(model_dir, None, trust_remote_code)
+            _REFERENCE.clear()
+            _REFERENCE[key] = kind.predict(rows, context, Scorer(base, tokenizer, preset, bf16))
+        reference = _REFERENCE[key]
     model, tokenizer = load_adapted(model_dir, adapter_dir, trust_remote_code)
     try:
-        rows = read_jsonl(Path(benchmark_path))
-        preds = kind.predict(rows, context, Scorer(model, tokenizer, preset, models.use_bf16(preset.bf16)))
+        preds = kind.predict(rows, context, Scorer(model, tokenizer, preset, bf16, reference))
     finally:
         unload_adapter(model)
     unparsable = judge.judge_records(rows, preds, kind, context["judge"], preset) if context.get("judge") else None

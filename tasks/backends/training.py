@@ -1,4 +1,5 @@
-"""Train one LoRA adapter on one mixture with trl's SFTTrainer (prompt/completion, loss on the completion)."""
+"""Train one LoRA adapter on one mixture: trl's SFTTrainer (prompt/completion, loss on the completion) or, for
+preference pairs, trl's DPOTrainer (the reference model is the base: the adapter switched off)."""
 
 import time
 from pathlib import Path
@@ -18,24 +19,35 @@ def lora_config(preset: Training):
                       target_modules=preset.lora.target_modules, task_type="CAUSAL_LM")
 
 
+def _common(preset: Training, seed: int, out_dir: Path, bf16: bool) -> dict:
+    """The trainer arguments SFT and DPO share."""
+    return dict(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=preset.batch_size,
+        num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
+        lr_scheduler_type="linear", warmup_steps=0, seed=seed, data_seed=seed, bf16=bf16,
+        use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", logging_strategy="no",
+        disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None, gradient_checkpointing=False)
+
+
+def dpo_config(preset: Training, seed: int, out_dir: Path, bf16: bool):
+    from trl import DPOConfig
+
+    # the task type already fitted every prompt + response into max_length (tasks.tasktypes.preference)
+    return DPOConfig(**_common(preset, seed, out_dir, bf16), beta=preset.dpo_beta, max_length=None)
+
+
 def sft_config(preset: Training, seed: int, out_dir: Path, bf16: bool, assistant_only: bool = False):
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=preset.batch_size,
-        num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=0,
+        **_common(preset, seed, out_dir, bf16),
         # loss on the answer only: the completion of prompt/completion rows, or the assistant turns of conversations
         # whose chat template marks them (tasks.tasktypes.instruction)
         completion_only_loss=not assistant_only, assistant_only_loss=assistant_only,
         # the rows of a batch run as one sequence, no padding (1.45x the tokens/s of padded batches on a CPU, the
         # same loss: tests/benchmarks); the task type already fitted every prompt + answer into max_length.
         # Conversations are cut by trl at max_length, which padding-free batches do not enforce: padded there
-        padding_free=not assistant_only, max_length=preset.max_length if assistant_only else None,
-        seed=seed, data_seed=seed, bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none",
-        save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        dataset_num_proc=None, gradient_checkpointing=False,
-    )
+        padding_free=not assistant_only, max_length=preset.max_length if assistant_only else None)
 
 
 def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str, context: dict,
@@ -44,7 +56,7 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from transformers import PrinterCallback
-    from trl import SFTTrainer
+    from trl import DPOTrainer, SFTTrainer
 
     out = Path(out_dir)
     quantize, bf16 = models.use_4bit(preset.quantization), models.use_bf16(preset.bf16)
@@ -54,11 +66,19 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
         model = prepare_model_for_kbit_training(model)
     kind = tasktypes.get(task)
     records = kind.pairs(read_jsonl(Path(mixture_path)), context, tokenizer, preset.max_length)
-    trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16, assistant_only="messages" in records[0]),
-                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                         peft_config=lora_config(preset))
+    if kind.method == "dpo":
+        trainer = DPOTrainer(model=model, ref_model=None, args=dpo_config(preset, seed, out, bf16),
+                             train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                             peft_config=lora_config(preset))
+        data = trainer.train_dataset
+        tokens_per_epoch = sum(2 * len(p) + len(c) + len(r) for p, c, r in
+                               zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"]))
+    else:
+        trainer = SFTTrainer(model=model, args=sft_config(preset, seed, out, bf16, assistant_only="messages" in records[0]),
+                             train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                             peft_config=lora_config(preset))
+        tokens_per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict; the flow reports each point itself
-    tokens_per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start

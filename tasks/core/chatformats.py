@@ -74,6 +74,11 @@ def check(messages: list[dict]) -> None:
             raise FormatError(f"turn {i}: empty assistant turn")
 
 
+def turns(value, key: str) -> list[dict]:
+    """A list of {role, content} turns (OpenAI roles), checked turn by turn; it may end in any role."""
+    return _messages(value, key, "role", "content", {r: r for r in ROLES}, end=False)
+
+
 def _messages(turns, key: str, role_key: str, content_key: str, roles: dict, end: bool = True) -> list[dict]:
     if not isinstance(turns, list) or not turns:
         raise FormatError(f"'{key}' must be a non-empty list of turns, got {type(turns).__name__}")

@@ -79,6 +79,12 @@ class Lora(Strict):
 class Training(Strict):
     """The training preset: the same for every point of the study."""
 
+    method: Literal["auto", "sft", "dpo"] = Field("auto", description="'sft': supervised fine-tuning on the answer; "
+                                                  "'dpo': direct preference optimization on prompt/chosen/rejected "
+                                                  "pairs (task: preference); 'auto': the task type's method.")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO only: the KL strength beta, also the scale of the implicit "
+                            "reward the benchmark reports.")
+
     epochs: float = Field(1.0, gt=0, description="Passes over each mixture (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Fixed number of optimizer steps per point.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (linear decay, no warm-up).")
@@ -233,6 +239,15 @@ class Study(Strict):
         from tasks.spec.options import check_generation
 
         return check_generation(info.field_name, value, info.data)
+
+    @model_validator(mode="after")
+    def _method(self):
+        wanted, task = self.training.method, tasktypes.get(self.task)
+        if wanted not in ("auto", task.method):
+            hint = ("set task: preference (rows with prompt/chosen/rejected)" if wanted == "dpo" else
+                    f"task {self.task} trains with {task.method}; drop training.method or set it to {task.method}")
+            raise ValueError(f"training.method: {wanted} does not fit task {self.task}: {hint}")
+        return self
 
     @model_validator(mode="after")
     def _noise(self):

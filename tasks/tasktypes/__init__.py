@@ -33,9 +33,9 @@ def names() -> list[str]:
     return sorted(_TYPES)
 
 
-from tasks.tasktypes import classification, code, extractive_qa, instruction, math  # noqa: E402  (they import the base class above)
+from tasks.tasktypes import classification, code, extractive_qa, instruction, math, preference  # noqa: E402  (they import the base class above)
 
-for _module in (classification, code, extractive_qa, instruction, math):
+for _module in (classification, code, extractive_qa, instruction, math, preference):
     register(_module.TASK)
 for _name in filter(None, (n.strip() for n in os.environ.get("CURATE_TASK_TYPES", "").split(","))):
     register(importlib.import_module(_name).TASK)

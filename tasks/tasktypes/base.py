@@ -20,6 +20,8 @@ class TaskType:
     name: str = ""
     fields: tuple[str, ...] = ()  # the normalized row's fields = the keys a column map may name
     optional_fields: tuple[str, ...] = ()  # read when the source has them (or the column map names them)
+    method: str = "sft"  # how points train: "sft" (trl SFTTrainer) or "dpo" (trl DPOTrainer, preference pairs)
+    needs_reference: bool = False  # scoring compares with the base model (scored once per worker: Scorer.reference)
     generates: bool = False  # scoring generates text (which a judge model can score)
     fewshot: bool = False  # evaluation can prefix k solved exemplars (the study's `fewshot:`)
     metrics: tuple[str, ...] = ()  # every metric the type can log
@@ -48,7 +50,8 @@ class TaskType:
                     if f in ref.columns and ref.columns[f] not in ds.column_names]
         mapping.update({f: ref.columns.get(f, f) for f in self.optional_fields if ref.columns.get(f, f) in ds.column_names})
         if missing:
-            raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}")
+            raise DataError(f"{origin}: missing column {', '.join(missing)}; columns present: {', '.join(ds.column_names)}"
+                            f"{preference_hint(ds.column_names)}")
         rows, refused = [], []
         for i, raw in enumerate(ds.select_columns(list(set(mapping.values())))):
             try:
@@ -187,6 +190,12 @@ class TaskType:
     @staticmethod
     def fail(origin: str, index: int, what: str) -> None:
         raise DataError(f"{origin}: row {index}: {what}")
+
+
+def preference_hint(keys) -> str:
+    """What to say when an SFT task type is given preference pairs (the method does not fit the data)."""
+    return ("; these are preference pairs (prompt/chosen/rejected): train them with task: preference "
+            "(training.method: dpo)") if {"chosen", "rejected"} <= set(keys) else ""
 
 
 def fit_pair(prompt: str, completion: str, tokenizer, max_length: int) -> tuple[str, str]:

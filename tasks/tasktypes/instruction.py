@@ -16,7 +16,7 @@ import numpy as np
 
 from tasks.core import chatformats
 from tasks.errors import DataError
-from tasks.tasktypes.base import TaskType, fit_pair
+from tasks.tasktypes.base import TaskType, fit_pair, preference_hint
 from tasks.tasktypes.extractive_qa import squad_scores
 
 GENERATED = ("exact_match", "token_f1", "rouge_l")
@@ -49,7 +49,8 @@ class Instruction(TaskType):
             if fmt is None:
                 raise DataError(f"{locate(i)}: cannot tell the data format from the keys "
                                 f"{sorted(k for k, v in row.items() if v is not None)}; formats tried: "
-                                f"{chatformats.tried()} (or set format: in the catalog entry / data ref)")
+                                f"{chatformats.tried()} (or set format: in the catalog entry / data ref)"
+                                f"{preference_hint(row)}")
             if first is None:
                 first = (fmt, i)
             elif fmt != first[0]:
