@@ -22,6 +22,7 @@ from cli.catalog import catalog_app  # noqa: E402
 from cli.convert import convert  # noqa: E402
 from cli.review import failures, review_app  # noqa: E402
 from cli.output import console, fail  # noqa: E402
+from cli.plan import confirm, plan  # noqa: E402
 from cli.results import backtest, rank, status  # noqa: E402
 from cli.team import deploy, pools_app, require_server, stack_app  # noqa: E402
 from tasks.errors import WorkbenchError  # noqa: E402
@@ -32,7 +33,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(stack_app, name="stack")
 app.add_typer(pools_app, name="pools")
 app.add_typer(review_app, name="review")
-for _command in (deploy, rank, backtest, status, convert, failures):
+for _command in (deploy, rank, backtest, status, convert, failures, plan):
     app.command()(_command)
 VERBOSE = {"on": False}
 
@@ -117,25 +118,28 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
         work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
                                       "$CURATE_WORK_POOL; needs PREFECT_API_URL)."),
         smoke: bool = typer.Option(False, "--smoke", help="Prove the set-up in about a minute: sizes 8 and 16, 8 "
-                                   "benchmark rows, 2 steps per point, into '<name>-smoke' (results mean nothing).")):
-    """Validate, then train and evaluate every point not finished before, then rank. Shows progress per point."""
-    _run(study_path, work_pool, concurrency, smoke=smoke)
+                                   "benchmark rows, 2 steps per point, into '<name>-smoke' (results mean nothing)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking (a terminal is asked after the plan).")):
+    """Validate, show the plan, then train and evaluate every point not finished before, then rank. Shows progress
+    per point."""
+    _run(study_path, work_pool, concurrency, smoke=smoke, yes=yes)
 
 
 @app.command()
 def calibrate(study_path: Path = typer.Argument(..., help="Study YAML file."),
               placebos: int = typer.Option(5, min=1, max=20, help="Placebo arms (each its own draw of D0 rows)."),
-              concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study).")):
+              concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study)."),
+              yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking.")):
     """A/A check: run the study with placebo arms (more rows of D0 as the 'candidate') and report how often the
     ranking wrongly calls a placebo better or worse than the control: its false-positive rate at the study's
     confidence. Points finished before (by `curate run`) are reused."""
-    result = _run(study_path, None, concurrency, placebos)
+    result = _run(study_path, None, concurrency, placebos, yes=yes)
     if not result.get("placebo"):
         fail(WorkbenchError("the ranking has no placebo check (ranking.intervals is off, or no placebo arm finished)"))
 
 
 def _run(study_path: Path, work_pool: str | None, concurrency: int | None, placebos: int | None = None,
-         smoke: bool = False) -> dict:
+         smoke: bool = False, yes: bool = False) -> dict:
     try:
         study, inputs = _check(study_path, work_pool, concurrency, write=True, placebos=placebos, smoke=smoke)
     except WorkbenchError as err:
@@ -149,6 +153,7 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
                   f"seed(s){f' + {extra} control replicates (training noise)' if extra else ''} = "
                   f"{sum(per_arm.values())} points; {study.concurrency} arm(s) at once; log: {log}")
     _print_contamination(study, inputs)
+    confirm(study, yes)
     _first_prefect_start()
     from flows.curate import curate
 
@@ -175,8 +180,10 @@ def _mlflow_ui(uri: str) -> str:
 @app.command()
 def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
            deployment: str = typer.Option("curate/study", help="Deployment of the parent flow."),
-           work_pool: str = typer.Option(None, help="Work pool for the arms (overrides the study's work_pool).")):
-    """Validate here, then start the study as a flow run of the `curate/study` deployment on the team server."""
+           work_pool: str = typer.Option(None, help="Work pool for the arms (overrides the study's work_pool)."),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Submit without asking.")):
+    """Validate and show the plan here, then start the study as a flow run of the `curate/study` deployment on the
+    team server."""
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
@@ -185,6 +192,7 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
         study, _ = _check(study_path, work_pool)
     except WorkbenchError as err:
         fail(err)
+    confirm(study, yes)
     run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False,
                          flow_run_name=study.name)
     ui = PREFECT_API_URL.value().removesuffix("/api")

@@ -77,12 +77,16 @@ def resolve_model(ref: ModelRef) -> Path:
     return _convert_gguf(path) if path.suffix == ".gguf" else path
 
 
+def converted_path(gguf: Path) -> Path:
+    """Where a GGUF file's converted folder lives in the cache (it exists once a study has used the model)."""
+    return cache_dir() / "models" / f"{gguf.stem}-{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}"
+
+
 def _convert_gguf(gguf: Path) -> Path:
     """GGUF -> safetensors folder, once: reload takes ~1.6 s instead of ~17 s, and GGUF models refuse save_pretrained."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    digest = hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / "models" / f"{gguf.stem}-{digest}"
+    target = converted_path(gguf)
     if (target / "config.json").exists():
         return target
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

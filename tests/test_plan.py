@@ -1,0 +1,89 @@
+"""`curate plan`: parameters counted from the config alone (checked against the loaded model and peft, and by hand
+for Llama-3.1-8B), the memory and FLOPs rules, the editable GPU table, this machine's measured throughput, and the
+plan shown before `curate run`."""
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli.main import app
+from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+from tasks.core import plan as P
+from tasks.spec.study import Study
+
+
+def _study(tmp_path, tiny_model, **overrides) -> Study:
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    return Study.model_validate(sentiment_study(tmp_path, tiny_model, ["clean"], **overrides))
+
+
+def test_the_shape_comes_from_the_config_and_matches_the_loaded_model(tmp_path, tiny_model):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tasks.backends.training import lora_config
+    from tasks.ops.plan import model_shape
+
+    study = _study(tmp_path, tiny_model)
+    shape = model_shape(study)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    assert shape.embedding_params == model.get_input_embeddings().weight.numel()  # tied head: counted once
+    peft = get_peft_model(model, lora_config(study.training))
+    assert shape.lora_params == peft.get_nb_trainable_parameters()[0]
+
+
+def test_an_8b_model_is_planned_from_its_shipped_config_by_hand(tmp_path, tiny_model):
+    from tasks.ops.plan import model_shape
+
+    study = _study(tmp_path, tiny_model, model={"source": "meta-llama/Llama-3.1-8B-Instruct"},
+                   training={"lora": {"r": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                   "up_proj", "down_proj"]}})
+    shape = model_shape(study)
+    d, kv, ff, layers, vocab = 4096, 1024, 14336, 32, 128256
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * ff + 2 * d  # q, o; k, v; gate, up, down; two RMSNorms
+    assert shape.params == layers * per_layer + 2 * vocab * d + d == 8_030_261_248  # + embedding, LM head, final norm
+    assert shape.lora_params == layers * 16 * (2 * (d + d) + 2 * (d + kv) + 3 * (d + ff)) == 41_943_040
+    w = P.Workload(method="sft", batch_size=16, max_length=256, train_tokens=[100_000], eval_tokens=0,
+                   generated_tokens=0)
+    mem = P.memory(shape, w, full=False, quant4=False)
+    assert mem["weights"] == pytest.approx(8_030_261_248 * 2 / 2 ** 30)  # 14.96 GiB of bf16 weights
+    assert mem["trainable + optimizer"] == pytest.approx(41_943_040 * 16 / 2 ** 30)
+    assert mem["activations"] == pytest.approx((34 * 16 * 256 * d * layers + 8 * 16 * 256 * vocab) / 2 ** 30)
+    assert P.memory(shape, w, full=True, quant4=False)["trainable + optimizer"] == pytest.approx(16 * 8_030_261_248 / 2 ** 30)
+    assert P.train_flops(shape, 1000, "sft", False) == 4 * 8_030_261_248 * 1000  # LoRA: forward + activation grads
+    assert P.train_flops(shape, 1000, "dpo", False) == 6 * 8_030_261_248 * 1000  # + the reference forward
+
+
+def test_the_gpu_table_is_read_from_yaml_and_decides_what_fits(tmp_path, tiny_model):
+    from cli.plan import build
+
+    study = _study(tmp_path, tiny_model, model={"source": "meta-llama/Llama-3.1-8B-Instruct"})
+    table = tmp_path / "gpus.yaml"
+    table.write_text(yaml.safe_dump({"mfu": 0.5, "gpus": [
+        {"name": "small", "memory_gb": 8, "bf16_tflops": 100, "price_per_hour": 1.0},
+        {"name": "big", "memory_gb": 80, "bf16_tflops": 100, "price_per_hour": 3.0}]}))
+    plan = build(study, table)
+    rows = {r["gpu"]: r for r in plan["rows"]}
+    assert rows["small"]["setup"] == "does not fit" and "cost" not in rows["small"]
+    assert plan["best"]["gpu"] == "big" and plan["best"]["setup"] == "LoRA bf16"
+    assert plan["best"]["cost"] == pytest.approx(plan["best"]["gpu_h"] * 3.0)
+    table.write_text(yaml.safe_dump({"gpus": [{"name": "x", "memory_gb": 8}]}))
+    from tasks.errors import WorkbenchError
+    with pytest.raises(WorkbenchError, match="every GPU needs name, memory_gb, bf16_tflops, price_per_hour"):
+        build(study, table)
+
+
+def test_curate_plan_measures_this_machine_and_run_shows_the_plan(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"]))
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    first = CliRunner().invoke(app, ["plan", str(path)])
+    assert first.exit_code == 0, first.output
+    points = sum(len(_study(tmp_path, tiny_model).arm_points(a)) for a in ("control", "clean"))
+    assert "plan fixture-study:" in first.output and f"{points} points (2 arms)" in first.output
+    assert "this machine" not in first.output and "cheapest GPU that fits: 2 x T4 (LoRA bf16)" in first.output
+    measured = CliRunner().invoke(app, ["plan", str(path), "--measure"])
+    assert measured.exit_code == 0, measured.output
+    assert "training tokens/s" in measured.output and "this machine (" in measured.output
+    assert (tmp_path / "cache" / "throughput.json").exists()
