@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import steps
 from tasks.backends import tracking
-from tasks.ops import resume, workers
+from tasks.ops import pruning, resume, workers
 from tasks.spec.study import Study
 from tasks.spec.validate import Arm, Inputs
 from tasks.steps import PointPlan
@@ -61,7 +61,9 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
     except BaseException as err:
         tracking.end_run(uri, arm_run_id, ok=False, reason=f"{type(err).__name__}: {err}"[:500])
         raise
-    tracking.log_metrics(uri, arm_run_id, {"points_trained": trained_n, "points_reused": reused_n})
+    before = tracking.get_run(uri, arm_run_id).data.metrics  # an arm that runs in rungs (pruning) adds up
+    tracking.log_metrics(uri, arm_run_id, {"points_trained": trained_n + before.get("points_trained", 0),
+                                           "points_reused": reused_n + before.get("points_reused", 0)})
     tracking.end_run(uri, arm_run_id)
     return {"arm": arm_name, "arm_run_id": arm_run_id, "trained": trained_n, "reused": reused_n}
 
@@ -91,6 +93,7 @@ def run_arm(study: Study, inputs: Inputs, arm: Arm, points: list[PointPlan], mod
         return evaluate_arm(study, arm.name, arm_run_id, uri, points, inputs, model_dir)
     from prefect.deployments import run_deployment
 
+    before = tracking.get_run(uri, arm_run_id).data.metrics  # counts of an earlier rung (pruning)
     try:
         with _slots[study_run_id]:
             child = run_deployment(deployment, as_subflow=True, flow_run_name=f"{study.name}/{arm.name}",
@@ -107,8 +110,8 @@ def run_arm(study: Study, inputs: Inputs, arm: Arm, points: list[PointPlan], mod
         raise RuntimeError(f"arm '{arm.name}': flow run '{child.name}' ended {child.state.name}"
                            f"{f'; {len(lost)} unfinished run(s) marked FAILED' if lost else ''}")
     m = run.data.metrics
-    return {"arm": arm.name, "arm_run_id": arm_run_id, "trained": int(m.get("points_trained", 0)),
-            "reused": int(m.get("points_reused", 0)), "flow_run": child.name}
+    return {"arm": arm.name, "arm_run_id": arm_run_id, "flow_run": child.name,
+            **{k: int(m.get(f"points_{k}", 0) - before.get(f"points_{k}", 0)) for k in ("trained", "reused")}}
 
 
 @flow(name="curate", flow_run_name="{study.name}", task_runner=ThreadPoolTaskRunner(max_workers=32))
@@ -134,23 +137,36 @@ def curate(study: Study) -> dict:
              study.seeds, total, sum(todo.values()), total - sum(todo.values()),
              f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process", study.concurrency)
     _slots[study_run] = threading.Semaphore(study.concurrency)
+    arms, failed, pruned, rungs = [], [], {}, pruning.rungs(study)
     try:
-        # an arm with nothing left to train only copies runs: done here, not sent to a GPU worker
-        futures = [run_arm.submit(study, inputs, arm, plan[arm.name], model_dir, uri, study_run, arm_runs[arm.name],
-                                  deployment if todo[arm.name] else None) for arm in inputs.arms]
-        states = [f.wait() or f.state for f in futures]
-        failed = [arm.name for arm, s in zip(inputs.arms, states) if not s.is_completed()]
-        arms = [s.result() for s in states if s.is_completed()]
+        for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving
+            live = [arm for arm in inputs.arms if arm.name not in pruned]
+            part = {arm.name: [p for p in plan[arm.name] if p.size in sizes] for arm in live}
+            # an arm with nothing left to train only copies runs: done here, not sent to a GPU worker
+            futures = [run_arm.submit(study, inputs, arm, part[arm.name], model_dir, uri, study_run, arm_runs[arm.name],
+                                      deployment if any(p.done_run_id is None for p in part[arm.name]) else None)
+                       for arm in live]
+            states = [f.wait() or f.state for f in futures]
+            failed += [arm.name for arm, s in zip(live, states) if not s.is_completed()]
+            arms += [s.result() for s in states if s.is_completed()]
+            if r + 1 < len(rungs) and not failed:
+                pruned = steps.prune_arms(study, uri, study_run, sizes[-1], arm_runs)
         result = steps.rank_study(study, uri, study_run)  # ranks what finished, even if an arm failed
     finally:
         workers.shutdown()
         _slots.pop(study_run, None)
+    merged: dict[str, dict] = {}  # an arm that ran in two rungs: one entry, its counts added
+    for a in arms:
+        m = merged.setdefault(a["arm"], {**a, "trained": 0, "reused": 0})
+        m["trained"], m["reused"] = m["trained"] + a["trained"], m["reused"] + a["reused"]
+    arms = list(merged.values())
     trained, reused = sum(a["trained"] for a in arms), sum(a["reused"] for a in arms)
-    tracking.log_metrics(uri, study_run, {"points_trained": trained, "points_reused": reused})
+    skipped = sum(1 for arm in pruned for p in plan[arm] if p.size not in rungs[0])
+    tracking.log_metrics(uri, study_run, {"points_trained": trained, "points_reused": reused, "points_pruned": skipped})
     tracking.end_run(uri, study_run, ok=not failed, reason=f"arms failed: {', '.join(failed)}" if failed else None)
     if failed:
         raise RuntimeError(f"arms failed: {', '.join(failed)}; finished points are kept in MLflow (study run "
                            f"{study_run}); run the study again to compute only what is missing")
     log.info("points trained: %d, reused from earlier runs: %d", trained, reused)
     return {"study_run_id": study_run, "tracking_uri": uri, "points_trained": trained, "points_reused": reused,
-            "arms": arms, **result}
+            "points_pruned": skipped, "pruned": pruned, "arms": arms, **result}

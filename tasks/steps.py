@@ -234,6 +234,20 @@ def log_arm_curve(study: Study, uri: str, arm_run_id: str, size: int, results: l
 
 
 @task
+def prune_arms(study: Study, uri: str, study_run_id: str, size: int, arm_runs: dict[str, str]) -> dict[str, dict]:
+    """Successive halving after the first rung (tasks.ops.pruning): the arms that train no larger size."""
+    from tasks.ops import pruning
+
+    decided = pruning.decide(study, uri, study_run_id, size)
+    for arm, info in decided.items():
+        pruning.mark(uri, arm_runs[arm], info)
+        get_run_logger().info("[%s] pruned at size %d: %s %+.4f vs the leader %s, interval [%+.4f, %+.4f]; no larger "
+                              "size is trained", arm, size, study.primary, info["delta"], info["leader"], info["lo"],
+                              info["hi"])
+    return decided
+
+
+@task
 def rank_study(study: Study, uri: str, study_run_id: str) -> dict:
     """Fit and rank from MLflow alone; publish the table as a Prefect artifact too."""
     result = rank_from_mlflow(uri, study_run_id, study.output_path / "ranking")

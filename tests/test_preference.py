@@ -134,20 +134,27 @@ def test_the_base_model_is_its_own_reference_and_dpo_moves_the_reward(tmp_path, 
 
 
 @pytest.mark.integration
-def test_a_dpo_study_ranks_the_swapped_pairs_below_the_control(tmp_path, tiny_model, prefect_harness):
-    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, _study(tmp_path, tiny_model)))])
+def test_a_dpo_study_with_successive_halving_prunes_the_swapped_pairs(tmp_path, tiny_model, prefect_harness):
+    """DPO end to end with ranking.prune_after: 1: after size 16 the swapped arm (the negative control) is
+    significantly worse than the leader, trains no larger size, and ranks last, marked with its interval."""
+    study = _study(tmp_path, tiny_model, ranking={"prune_after": 1})
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
     assert result.exit_code == 0, result.output + repr(result.exception)
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("pref-study").experiment_id], max_results=100)
     studies, arms, points = run_tree(runs)
-    assert len(studies) == 1 and len(arms) == 3 and len(points) == 3 * 2 + 2
+    sizes = {a: sorted(int(p.data.params["size"]) for p in points if p.data.tags["curate.arm"] == a)
+             for a in ("control", "more", "swapped")}
+    assert sizes == {"control": [16, 16, 48, 48], "more": [16, 48], "swapped": [16]}  # pruned: no size 48
     for p in points:
         assert {"reward_margin", "reward_accuracy", "gold_logprob", "eval_loss"} <= set(p.data.metrics)
         assert p.data.metrics["n_examples"] == 30
-    final = {a.data.tags["curate.arm"]: a.data.metrics["reward_margin"] for a in arms}
-    assert final["swapped"] < final["control"], final  # the arm curves' last point: mean margin at size 48
+    swapped = next(a for a in arms if a.data.tags["curate.arm"] == "swapped")
+    assert swapped.data.tags["curate.pruned_at"] == "16" and swapped.data.metrics["pruned_delta_hi"] < 0
+    assert studies[0].data.metrics["points_pruned"] == 1 and studies[0].data.metrics["points_trained"] == 7
     ranking = (tmp_path / "out" / "ranking" / "ranking.md").read_text()
     table = ranking.split("\n\n")[1].splitlines()  # the ranking table, best arm first
     column = [c.strip() for c in table[0].split("|")].index("arm")
     order = [[c.strip() for c in line.split("|")][column] for line in table[2:]]
-    assert sorted(order) == ["control", "more", "swapped"] and order.index("swapped") > order.index("control"), ranking
+    assert order[-1] == "swapped" and sorted(order) == ["control", "more", "swapped"], ranking
+    assert "pruned at 16: " in table[-1] and "Successive halving after size 16: 1 arm(s) pruned (swapped)" in ranking

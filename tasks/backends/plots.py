@@ -29,6 +29,9 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
             err = np.array([[y - b[0] for y, b in zip(ys, bars)], [b[1] - y for y, b in zip(ys, bars)]]).clip(0)
             ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=4, capsize=3, zorder=4)
         style = "--" if row.arm == CONTROL else ":" if is_placebo(row.arm) else "-"
+        if row.pruned:  # successive halving: its points only, no curve
+            ax.plot(xs, ys, "x", color=color, label=f"{row.arm} ({row.pruned.split(':')[0]})")
+            continue
         label = f"{row.arm} ({row.predicted:.3f}" + (f", p_best {row.p_best:.2f})" if row.p_best is not None else ")")
         ax.plot(grid, row.fit.predict(grid), style, color=color, label=label)
         if row.arm in result.bands:

@@ -60,6 +60,9 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         raise WorkbenchError(f"study run {study_run_id} has no finished points to rank")
     if not any(metric in p.metrics for p in points):
         raise WorkbenchError(f"no point logged metric '{metric}'; logged: {', '.join(sorted(points[0].metrics))}")
+    pruned = study["pruned"]  # successive halving: ranked last, never fitted or extrapolated
+    every = points
+    points = [p for p in points if p.arm not in pruned]
     result = ranking.rank_arms(points, study["licenses"], metric, target, profiles=study["profiles"],
                                **_options(spec, kind, metric))
     if spec.gates:
@@ -85,12 +88,16 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
         missing = int(sum(p.metrics["judge_unparsable"] for p in judged))
         extra += (f"\nJudge ({spec.judge.metric}): {missing} of {int(sum(p.metrics['n_examples'] for p in judged))} "
                   f"answers had no verdict word (scored {spec.judge.unparsable_score:g}, never dropped).")
+    ranking.add_pruned(result, pruned, every, study["licenses"], study["profiles"])
+    if pruned:
+        extra += (f"\nSuccessive halving after size {min(i['size'] for i in pruned.values())}: "
+                  f"{len(pruned)} arm(s) pruned ({', '.join(sorted(pruned))}), ranked last.")
     markdown = ranking.to_markdown(result, extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ranking.csv").write_text(ranking.to_csv(result))
     (out_dir / "ranking.md").write_text(markdown)
-    plots.scaling_plot(result, points, out_dir / "scaling.png")
+    plots.scaling_plot(result, every, out_dir / "scaling.png")
     fits = {r.arm: {"form": r.fit.form, "params": r.fit.params, "note": r.fit.note, "unreliable": r.note,
                     "rmse": r.fit.rmse} for r in result.rows}
     (out_dir / "fits.json").write_text(json.dumps(fits, indent=2))

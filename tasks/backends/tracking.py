@@ -26,6 +26,7 @@ POINT_FP, MIXTURE_FP = "curate.point_fingerprint", "curate.mixture_fingerprint"
 REUSED, ADAPTER_URI, NO_PREDICTIONS = "curate.reused_from", "curate.adapter_uri", "curate.predictions_missing"
 FAILURE, CLAIMED_MS, FLOW_RUN = "curate.failure", "curate.claimed_ms", "curate.prefect_flow_run_id"
 HOST, PID = "curate.host", "curate.pid"
+PRUNED = "curate.pruned_at"  # successive halving: the size after which the arm stopped (tasks.ops.pruning)
 BEST_ARM, BEST_CANDIDATE, RANKED_ON, METHOD = ("curate.best_arm", "curate.best_candidate", "curate.ranked_on",
                                                "curate.ranking_method")
 # params beside the study's own fields (which are logged under their field paths: 'mixture.sizes', 'ranking.fit')
@@ -248,15 +249,21 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
     every finished point (arm, size, seed, metrics; per-example predictions when examples=True)."""
     run = get_run(uri, study_run_id)
     params = dict(run.data.params)
-    licenses, profiles, points = {}, {}, []
+    licenses, profiles, points, pruned = {}, {}, [], {}
     for arm in children(uri, study_run_id):
         name = arm.data.tags.get(ARM, arm.info.run_name)
         licenses[name] = arm.data.tags.get(LICENSE, "")
+        if PRUNED in arm.data.tags:
+            m = arm.data.metrics
+            pruned[name] = {"size": int(arm.data.tags[PRUNED]), "leader": arm.data.tags.get(PRUNED + "_leader", ""),
+                            "delta": m.get("pruned_delta_vs_leader"), "lo": m.get("pruned_delta_lo"),
+                            "hi": m.get("pruned_delta_hi")}
         profiles[name] = {k.removeprefix("profile."): v for k, v in arm.data.params.items() if k.startswith("profile.")}
         for p in children(uri, arm.info.run_id, finished_only=True):
             points.append({"arm": name, "size": int(p.data.params["size"]), "seed": int(p.data.params["seed"]),
                            "metrics": dict(p.data.metrics),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
     return {"study": study_from_params(params), "context": task_context(uri, study_run_id, params.get(CONTEXT, "{}")),
-            "licenses": licenses, "profiles": profiles, "points": points, "experiment_id": run.info.experiment_id,
+            "licenses": licenses, "profiles": profiles, "points": points, "pruned": pruned,
+            "experiment_id": run.info.experiment_id,
             "run": run}

@@ -43,6 +43,7 @@ class RankRow:
     profile: dict = field(default_factory=dict)
     mde: float | None = None  # smallest true delta vs the control this study detects (80% power)
     gates: list[dict] = field(default_factory=list)  # one result per quality gate (tasks.core.gates.judge)
+    pruned: str = ""  # successive halving: 'pruned at N' (the arm trained no larger size; ranked last)
 
 
 @dataclass
@@ -203,6 +204,17 @@ def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, e
     out.n_boot = n_boot
 
 
+def add_pruned(r: Ranking, pruned: dict[str, dict], points: list[Point], licenses: dict, profiles: dict) -> None:
+    """Arms stopped by successive halving rank below every arm that finished, in order of their delta vs the
+    leader where they stopped, with that delta's interval (tasks.ops.pruning)."""
+    means = observed_means(points, r.metric)
+    for arm, info in sorted(pruned.items(), key=lambda kv: -kv[1]["delta"]):
+        r.rows.append(RankRow(len(r.rows) + 1, arm, licenses.get(arm, ""), means.get(arm, {}), float("nan"),
+                              float("nan"), Fit("constant", {"mean": float("nan")}), profile=profiles.get(arm, {}),
+                              pruned=f"pruned at {info['size']}: {info['delta']:+.4f} vs the leader {info['leader']} "
+                                     f"[{info['lo']:+.4f}, {info['hi']:+.4f}]"))
+
+
 def placebo_check(r: Ranking) -> dict | None:
     """How often the ranking calls a placebo arm (D0's own distribution) different from the control: at the ranked
     estimate, and at each measured size. Each call is a false positive; the nominal rate is 1 - confidence."""
@@ -232,10 +244,11 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
     body = []
     for row in r.rows:
         prof = row.profile
-        how = ("fit " + row.fit.form) if r.method == "fit" else "observed"
+        how = row.pruned or (("fit " + row.fit.form) if r.method == "fit" else "observed")
         body.append([str(row.rank) if row.rank else "A/A", row.arm, row.license,
                      *[f"{row.observed[s]:.4f}" if s in row.observed else "" for s in sizes],
-                     f"{row.predicted:.4f}", _fmt_interval(row.interval), f"{row.delta_vs_control:+.4f}",
+                     "" if row.pruned else f"{row.predicted:.4f}", _fmt_interval(row.interval),
+                     "" if row.pruned else f"{row.delta_vs_control:+.4f}",
                      _fmt_interval(row.delta_interval, True), row.significance,
                      "" if row.mde is None else f"{row.mde:.4f}",
                      "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),

@@ -24,6 +24,10 @@ class Ranking(Strict):
         "auto", description="'fit': rank on the extrapolation to the target size; 'observed': rank on the largest "
         "measured size; 'auto': whichever the back-test supports (fit when it cannot run), and observed when a fit "
         "is unreliable.")
+    prune_after: int | None = Field(None, ge=1, description="Successive halving (opt-in): every arm trains its first "
+                                    "prune_after sizes; an arm significantly worse than the leader there (at "
+                                    "`confidence`) trains no larger size and ranks last, marked 'pruned at N'. Empty: "
+                                    "every arm trains every size.")
 
 
 class Noise(Strict):

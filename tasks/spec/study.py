@@ -254,6 +254,9 @@ class Study(Strict):
         sizes = self.noise.replicate_sizes
         if sizes and not set(sizes) <= set(self.mixture.sizes):
             raise ValueError(f"noise.replicate_sizes {sizes} must be mixture sizes {self.mixture.sizes}")
+        if (self.ranking.prune_after or 0) >= len(self.mixture.sizes):
+            raise ValueError(f"ranking.prune_after {self.ranking.prune_after} must be below the number of sizes "
+                             f"({len(self.mixture.sizes)}): pruning decides before the larger sizes")
         if self.benchmark.data is not None and self.benchmark.data.label_noise:
             raise ValueError("benchmark.data.label_noise: noise is for training data (base) only; a benchmark must "
                              "keep its true labels")
