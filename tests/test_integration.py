@@ -201,3 +201,51 @@ def test_mining_the_finished_study_gives_one_record_per_failure(finished_study):
     assert by_file.exit_code == 0 and len((tmp / "by-file.jsonl").read_text().splitlines()) == len(wrong), by_file.output
     missing = CliRunner().invoke(app, ["failures", study.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
     assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control, copy, flipped" in missing.output
+
+
+def test_push_round_trips_through_the_hub_stand_in(finished_study, monkeypatch, tmp_path):
+    """`curate push` with the real huggingface_hub code path against the local Hub stand-in (tests/hub_standin.py):
+    private repos, one commit per push, files read back equal to MLflow's; the token never printed."""
+    import huggingface_hub
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from hub_standin import HubStandIn
+
+    tmp, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    args = ["push", study.info.run_id, "--tracking-uri", uri, "--repo", "org/results"]
+    offline = CliRunner().invoke(app, args)  # the tests run offline (HF_HUB_OFFLINE=1)
+    assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set: unset it to push" in offline.output
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the stand-in is "the Hub" here
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    no_token = CliRunner().invoke(app, args)
+    assert no_token.exit_code == 2 and "set HF_TOKEN in the environment" in no_token.output
+    with HubStandIn(token="hf_secret_123") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2 and "Hub: org/results:" in refused.output and "hf_wrong" not in refused.output
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
+        pushed = [CliRunner().invoke(app, [*args, "--adapters-repo", "org/adapters"]) for _ in range(2)]
+        assert all(p.exit_code == 0 for p in pushed), pushed[0].output + pushed[1].output
+        assert "hf_secret_123" not in pushed[0].output + pushed[1].output
+        repo = hub.repos[("dataset", "org/results")]
+        assert repo["private"] and len(repo["commits"]) == 2  # versioned: one commit per push
+        api = HfApi(endpoint=hub.endpoint, token="hf_secret_123")
+        assert {"README.md", "ranking.md", "ranking.csv", "scaling.png", "fits.json", "points.csv"} <= set(
+            api.list_repo_files("org/results", repo_type="dataset"))
+        got = hf_hub_download("org/results", "ranking.csv", repo_type="dataset", endpoint=hub.endpoint,
+                              token="hf_secret_123", cache_dir=tmp_path / "hf")
+        want = client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))
+        assert open(got).read() == open(want).read()
+        points = list(csv.DictReader(open(hf_hub_download("org/results", "points.csv", repo_type="dataset",
+                                                          endpoint=hub.endpoint, token="hf_secret_123",
+                                                          cache_dir=tmp_path / "hf"))))
+        assert len(points) == 4 * 3 * 2 and {p["arm"] for p in points} == {"control", "clean", "flipped", "copy"}
+        data = CliRunner().invoke(app, ["push-data", str(tmp / "study.yaml"), "--repo", "org/my-d0"])
+        assert data.exit_code == 0 and "source: org/my-d0" in data.output, data.output
+        d0 = hub.repos[("dataset", "org/my-d0")]
+        assert d0["private"] and d0["commits"][-1]["files"]["data/train.jsonl"] == (FIXTURES / "d0.jsonl").read_bytes()
+        adapters = hub.repos[("model", "org/adapters")]["commits"][-1]["files"]
+        assert {f"{arm}/size64-seed0/adapter_config.json" for arm in ("control", "clean", "flipped", "copy")} <= set(adapters)

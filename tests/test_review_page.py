@@ -26,7 +26,10 @@ def _chromium() -> str:
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):  # the test set-up installs Debian's chromium
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=600)
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=600).returncode:  # a new machine: no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            subprocess.run(install, capture_output=True, timeout=900)
         found = shutil.which("chromium")
     if not found:
         pytest.skip("no Chromium: `apt-get install chromium` (Debian) was not possible here")

@@ -177,6 +177,13 @@ def copy_artifact(uri: str, source_run: str, name: str, target_run: str) -> str 
     return None
 
 
+def download(uri: str, artifact_uri: str, folder: Path) -> Path:
+    """An artifact ('runs:/RUN/path') into folder."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri, dst_path=str(folder), tracking_uri=uri))
+
+
 def read_predictions(uri: str, run_id: str, artifact: str = PREDICTIONS) -> list[dict] | None:
     """A point's per-example predictions, or another JSONL artifact of a run (None when it is missing)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,9 +268,9 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
         profiles[name] = {k.removeprefix("profile."): v for k, v in arm.data.params.items() if k.startswith("profile.")}
         for p in children(uri, arm.info.run_id, finished_only=True):
             points.append({"arm": name, "size": int(p.data.params["size"]), "seed": int(p.data.params["seed"]),
-                           "metrics": dict(p.data.metrics),
+                           "metrics": dict(p.data.metrics), "run_id": p.info.run_id,
+                           "adapter": p.data.tags.get(ADAPTER_URI, f"runs:/{p.info.run_id}/{ADAPTER}"),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
     return {"study": study_from_params(params), "context": task_context(uri, study_run_id, params.get(CONTEXT, "{}")),
             "licenses": licenses, "profiles": profiles, "points": points, "pruned": pruned,
-            "experiment_id": run.info.experiment_id,
-            "run": run}
+            "experiment_id": run.info.experiment_id, "run": run}
