@@ -33,9 +33,11 @@ def build(study, gpus_file: Path | None = None, parallel: int | None = None) -> 
     rows = P.gpu_options(shape, w, gpus, mfu, overhead, table_["load_gib_per_s"], table_["qlora_slowdown"])
     rate = ops.measured(study)
     local = ops.local_time(study, shape, w, rate, table_["local_overhead"]) if rate else None
+    seen = ops.observed(study, shape, w)
+    from_run = ops.local_time(study, shape, w, seen, seen["overhead_s"]) if seen else None
     return {"study": study, "shape": shape, "w": w, "rows": rows, "best": P.cheapest(rows), "mfu": mfu,
             "overhead": overhead, "full": P.full_vs_lora(shape, w, gpus), "rate": rate, "local": local,
-            "totals": P.study_time(shape, w, 1.0, 0.0)}
+            "totals": P.study_time(shape, w, 1.0, 0.0), "seen": seen, "from_run": from_run}
 
 
 def show(p: dict, short: bool = False) -> None:
@@ -61,8 +63,13 @@ def show(p: dict, short: bool = False) -> None:
     if local:
         console.print(f"  this machine ({p['rate']['machine']}, measured {p['rate']['measured_at']}): "
                       f"{clock(local['wall_s'])} wall, {local['parallel']} arm(s) at once", highlight=False)
-    elif short:
+    elif short and not p["from_run"]:
         console.print("  this machine: not measured (curate plan STUDY --measure)")
+    if p["from_run"]:
+        seen = p["seen"]
+        console.print(f"  this machine at the rates of this study's last run ({seen['machine']}, "
+                      f"{seen['measured_at']}, {seen['overhead_s']:.0f} s overhead per point): {clock(p['from_run']['wall_s'])} "
+                      f"wall; that run took {clock(seen['actual_wall_s'])}", highlight=False)
     for note in w.notes:
         console.print(f"  note: {note}")
     if short:

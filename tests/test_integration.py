@@ -249,3 +249,13 @@ def test_push_round_trips_through_the_hub_stand_in(finished_study, monkeypatch, 
         assert d0["private"] and d0["commits"][-1]["files"]["data/train.jsonl"] == (FIXTURES / "d0.jsonl").read_bytes()
         adapters = hub.repos[("model", "org/adapters")]["commits"][-1]["files"]
         assert {f"{arm}/size64-seed0/adapter_config.json" for arm in ("control", "clean", "flipped", "copy")} <= set(adapters)
+
+
+def test_plan_calibrates_from_the_finished_study(finished_study):
+    """After a run, `curate plan` estimates this machine's time at the rates the study's own points measured, and
+    shows the run's real wall time beside it."""
+    tmp, _, _ = finished_study
+    planned = CliRunner().invoke(app, ["plan", str(tmp / "study.yaml")])
+    assert planned.exit_code == 0, planned.output
+    said = " ".join(planned.output.split())
+    assert "this machine at the rates of this study's last run (study run" in said and "that run took" in said

@@ -156,13 +156,15 @@ def children(uri: str, run_id: str, finished_only: bool = False) -> list:
     return client.search_runs([experiment_of(uri, run_id)], query, max_results=10000)
 
 
-def latest_study_run(uri: str, name: str, since_ms: int = 0):
-    """The newest study run of the experiment `name` (started at or after since_ms), or None."""
+def latest_study_run(uri: str, name: str, since_ms: int = 0, trained: bool = False):
+    """The newest study run of the experiment `name` (started at or after since_ms; trained=True: one that trained
+    at least one point itself), or None."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
         return None
-    runs = client.search_runs([exp.experiment_id], f"tags.`{CATALOG_FP}` != '' and attributes.start_time >= {since_ms}",
+    query = f"tags.`{CATALOG_FP}` != '' and attributes.start_time >= {since_ms}"
+    runs = client.search_runs([exp.experiment_id], query + (" and metrics.points_trained > 0" if trained else ""),
                               max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
 
@@ -268,7 +270,7 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
         profiles[name] = {k.removeprefix("profile."): v for k, v in arm.data.params.items() if k.startswith("profile.")}
         for p in children(uri, arm.info.run_id, finished_only=True):
             points.append({"arm": name, "size": int(p.data.params["size"]), "seed": int(p.data.params["seed"]),
-                           "metrics": dict(p.data.metrics), "run_id": p.info.run_id,
+                           "metrics": dict(p.data.metrics), "run_id": p.info.run_id, "reused": REUSED in p.data.tags,
                            "adapter": p.data.tags.get(ADAPTER_URI, f"runs:/{p.info.run_id}/{ADAPTER}"),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
     return {"study": study_from_params(params), "context": task_context(uri, study_run_id, params.get(CONTEXT, "{}")),

@@ -114,12 +114,25 @@ def workload(study: Study, parallel: int | None = None) -> P.Workload:
     tok = _tokenizer(study)
     dpo = kind.method == "dpo"
 
+    context = {**kind.context(d0, study.base), **kind.settings(study)}
+
+    def count(texts: list[str]) -> np.ndarray:
+        counts = [len(ids) + 1 for ids in tok(texts, add_special_tokens=False).input_ids]  # + EOS
+        return np.minimum(counts, preset.max_length)
+
     def mean_tokens(rows: list[dict]) -> float:
+        """Tokens of one row as the trainer sees it: the task type's own records, rendered with the chat template
+        where it uses one (DPO: prompt + chosen and prompt + rejected, two sequences)."""
         rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:SAMPLE]]
-        texts = [kind.text(r) + (" " + r["rejected"] if dpo else "") for r in rows]
-        counts = [len(ids) for ids in tok(texts).input_ids] if tok else [len(t) / 4 for t in texts]
-        per_seq = np.minimum(counts, preset.max_length)  # DPO: prompt + one response per sequence, two sequences
-        return float(np.mean(per_seq) * (2 if dpo else 1))
+        if tok is None:
+            return float(np.mean([min(len(kind.text(r)) / 4, preset.max_length) for r in rows])) * (2 if dpo else 1)
+        recs = kind.pairs(rows, context, tok, preset.max_length)
+        if "chosen" in recs[0]:
+            return float(np.mean(count([r["prompt"] + r["chosen"] for r in recs])
+                                 + count([r["prompt"] + r["rejected"] for r in recs])))
+        if "messages" in recs[0]:
+            return float(np.mean(count([tok.apply_chat_template(r["messages"], tokenize=False) for r in recs])))
+        return float(np.mean(count([r["prompt"] + r["completion"] for r in recs])))
 
     d0_mean = mean_tokens(d0)
     cand_mean = {name: mean_tokens(rows) for name, rows in cands.items()}
@@ -169,7 +182,8 @@ def _store() -> Path:
 
 def _key(study: Study) -> str:
     t = study.training
-    return f"{_machine()}|{study.model.source}|threads={t.threads}|batch={t.batch_size}|length={t.max_length}"
+    return (f"{_machine()}|{study.model.source}|{tasktypes.get(study.task).method}|threads={t.threads}|"
+            f"batch={t.batch_size}|length={t.max_length}")
 
 
 def measured(study: Study) -> dict | None:
@@ -178,8 +192,9 @@ def measured(study: Study) -> dict | None:
 
 
 def measure(study: Study, steps: int = 3) -> dict:
-    """Time LoRA training steps and scoring passes of the study's model at its batch and length on this machine's
-    CPU (or GPU): effective FLOP/s for the plan's time estimate. Weights are loaded for this (it is a measurement)."""
+    """Time LoRA training steps (DPO-shaped for a DPO study) and scoring passes of the study's model at its batch
+    and length on this machine's CPU: effective FLOP/s for the plan's time estimate. Weights are loaded for this (it
+    is a measurement); padded, so real batches of shorter rows run at about this rate or a little below."""
     import torch
     from peft import get_peft_model
 
@@ -195,9 +210,16 @@ def measure(study: Study, steps: int = 3) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16(preset.bf16))
 
+    dpo = tasktypes.get(study.task).method == "dpo"
+    if dpo:  # a DPO step: the policy on chosen and rejected (twice the sequences) and the reference forward
+        ids = torch.cat([ids, ids])
+
     def step():
         with autocast:
             loss = model(input_ids=ids, labels=ids).loss
+            if dpo:
+                with torch.no_grad(), model.disable_adapter():
+                    model(input_ids=ids)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -213,9 +235,10 @@ def measure(study: Study, steps: int = 3) -> dict:
         for _ in range(steps):
             model(input_ids=ids)
         eval_s = (time.perf_counter() - start) / steps
-    tokens = preset.batch_size * preset.max_length
+    tokens = ids.shape[0] * preset.max_length
     result = {"machine": _machine(), "model": study.model.source, "threads": preset.threads,
-              "train_flops_per_s": P.train_flops(shape, tokens, "sft", False) / train_s,
+              "method": "dpo" if dpo else "sft",
+              "train_flops_per_s": P.train_flops(shape, tokens, "dpo" if dpo else "sft", False) / train_s,
               "eval_flops_per_s": 2 * shape.params * tokens / eval_s, "train_tokens_per_s": tokens / train_s,
               "bf16": use_bf16(preset.bf16), "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     path = _store()
@@ -224,6 +247,34 @@ def measure(study: Study, steps: int = 3) -> dict:
     data[_key(study)] = result
     path.write_text(json.dumps(data, indent=2))
     return result
+
+
+def observed(study: Study, shape: P.ModelShape, w: P.Workload) -> dict | None:
+    """This machine's rates from the study's own latest run in MLflow, the truest calibration (the trainer's own
+    overheads, the real rows, workers sharing the machine): training FLOP/s from each point's tokens and seconds,
+    scoring FLOP/s from its evaluation seconds; with the run's wall time, to compare the estimate with."""
+    from tasks.backends import tracking
+
+    uri = tracking.tracking_uri(study.output_path)
+    if uri.startswith("sqlite:") and not (study.output_path / "mlflow.db").exists():
+        return None
+    latest = tracking.latest_study_run(uri, study.name, trained=True)
+    if latest is None or latest.info.end_time is None:
+        return None
+    points = [p for p in tracking.read_study(uri, latest.info.run_id, examples=False)["points"] if not p["reused"]]
+    points = [p["metrics"] for p in points if {"train_seconds", "eval_seconds", "train_tokens_per_s"} <= set(p["metrics"])]
+    if not points:
+        return None
+    tokens = sum(m["train_tokens_per_s"] * m["train_seconds"] for m in points)
+    wall = (latest.info.end_time - latest.info.start_time) / 1000
+    busy = sum(m["train_seconds"] + m["eval_seconds"] for m in points)
+    return {"machine": f"study run {latest.info.run_id[:8]}, {len(points)} points",
+            # what the points' own seconds do not hold: loading, trainer set-up, logging, waiting for a worker
+            "overhead_s": max(0.0, wall * min(w.parallel, os.cpu_count() or 1) - busy) / len(points),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M", time.localtime(latest.info.start_time / 1000)),
+            "train_flops_per_s": P.train_flops(shape, int(tokens), w.method, False) / sum(m["train_seconds"] for m in points),
+            "eval_flops_per_s": P.eval_flops(shape, w) * len(points) / sum(m["eval_seconds"] for m in points),
+            "actual_wall_s": wall}
 
 
 def local_time(study: Study, shape: P.ModelShape, w: P.Workload, rate: dict, overhead_s: float) -> dict:
