@@ -52,8 +52,6 @@ def _points_csv(points: list[dict], path: Path) -> None:
 
 def push(uri: str, study_run_id: str, repo: str, adapters_repo: str | None = None, endpoint: str | None = None) -> dict:
     """Commit the study's results (and, with adapters_repo, each arm's largest-size adapter) to private repos."""
-    from mlflow.exceptions import MlflowException
-
     api = _api(endpoint)
     data = tracking.read_study(uri, study_run_id, examples=False)
     study, run = data["study"], data["run"]
@@ -65,7 +63,7 @@ def push(uri: str, study_run_id: str, repo: str, adapters_repo: str | None = Non
         for name in RESULTS:
             try:
                 tracking.download(uri, f"runs:/{study_run_id}/{name}", folder)
-            except (MlflowException, OSError):
+            except (tracking.StoreError, OSError):
                 if name in ("ranking.md", "ranking.csv"):
                     raise WorkbenchError(f"study run {study_run_id} has no {name}: rank it first (curate rank)") from None
         _points_csv(data["points"], folder / "points.csv")
