@@ -75,7 +75,8 @@ def test_study_is_a_typed_form_in_the_ui():
     schema = parameter_schema(curate.fn).model_dump_for_openapi()
     study = schema["definitions"]["Study"]
     assert {"name", "task", "candidates", "mixture", "target_size", "work_pool", "concurrency"} <= set(study["properties"])
-    assert study["properties"]["task"]["enum"] == ["classification", "code", "extractive_qa", "instruction", "math"]
+    assert study["properties"]["task"]["enum"] == ["classification", "code", "extractive_qa", "instruction", "math",
+                                                  "preference"]
     assert {"allow_code_execution", "execution", "judge", "gates"} <= set(study["properties"])
     arm = parameter_schema(evaluate_arm.fn).model_dump_for_openapi()
     assert {"study", "arm_name", "arm_run_id", "tracking_uri"} <= set(arm["properties"])

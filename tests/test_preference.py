@@ -114,7 +114,7 @@ def test_the_base_model_is_its_own_reference_and_dpo_moves_the_reward(tmp_path, 
     from tasks.backends.data import write_jsonl
 
     preset = Training(method="dpo", epochs=4, batch_size=8, learning_rate=2e-2, max_length=48, eval_batch_size=30,
-                      lora={"r": 4, "alpha": 8})
+                      max_new_tokens=4, lora={"r": 4, "alpha": 8})
     bench = tmp_path / "bench.jsonl"
     write_jsonl(_read(PREF / "benchmark.jsonl"), bench)
     context = {"beta": 0.1}
@@ -124,13 +124,15 @@ def test_the_base_model_is_its_own_reference_and_dpo_moves_the_reward(tmp_path, 
     write_jsonl(_read(PREF / "d0.jsonl"), mixture)
     trained = train_adapter(str(mixture), str(tiny_model), preset, "preference", context, 0, str(tmp_path / "point"))
     assert trained["train_steps"] == 4 * 8 and trained["train_tokens"] > 0  # 4 epochs of ceil(60 / 8) steps
-    scored = score_adapter(str(tiny_model), trained["adapter_dir"], str(bench), "preference", context, preset,
-                           str(tmp_path / "point"))
+    scored = score_adapter(str(tiny_model), trained["adapter_dir"], str(bench), "preference",
+                           {**context, "generate": ["token_f1"]}, preset, str(tmp_path / "point"))
     # the benchmark's pairs follow D0's rule (the right sentiment word): DPO on D0 prefers their chosen responses
     assert scored["metrics"]["reward_accuracy"] > 0.8 and scored["metrics"]["reward_margin"] > 0
     preds = [json.loads(line) for line in open(scored["predictions"])]
     assert len(preds) == 30 and all(abs(p["reward_margin"] - (p["reward_chosen"] - p["reward_rejected"])) < 1e-6
                                     for p in preds)
+    # the generated-answer metric beside the reward: a greedy answer scored against the chosen response
+    assert 0 <= scored["metrics"]["token_f1"] <= 1 and all("prediction" in p and "token_f1" in p for p in preds)
 
 
 @pytest.mark.integration

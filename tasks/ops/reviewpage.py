@@ -22,7 +22,7 @@ PAGE = """<!doctype html>
  body { font: 14px/1.45 system-ui, sans-serif; margin: 0; background: #f4f5f7; color: #1d2330; }
  header { background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 18px; align-items: center; }
  header h1 { font-size: 17px; margin: 0; } header form { display: flex; gap: 8px; align-items: center; }
- main { display: grid; grid-template-columns: minmax(0, 1fr) 400px; gap: 18px; padding: 18px 20px; }
+ main { display: grid; grid-template-columns: minmax(0, 1fr) 440px; gap: 18px; padding: 18px 20px; }
  aside { overflow-x: auto; } th { font-weight: 600; }
  .card { background: #fff; border: 2px solid transparent; border-radius: 8px; padding: 12px 16px; margin-bottom: 14px;
          box-shadow: 0 1px 2px #0002; } .card.focus { border-color: #3b6fd8; }
@@ -76,7 +76,7 @@ these, to see the rest){% endif %}. Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previou
 </section>
 <aside><h3>By benchmark run</h3><table id="summary"><tr><th>run</th><th>total</th>
 {% for s in statuses %}<th>{{ s.replace('_', ' ') }}</th>{% endfor %}</tr>
-{% for row in summary %}<tr><td title="{{ row.benchmark_run_id }}">{{ row.benchmark_run_id[:12] }}</td><td>{{ row.total }}</td>
+{% for row in summary %}<tr><td title="{{ row.benchmark_run_id }}">{{ row.benchmark_run_id[:8] }}</td><td>{{ row.total }}</td>
 {% for s in statuses %}<td class="{{ s }}">{{ row[s] }}</td>{% endfor %}</tr>{% endfor %}</table></aside></main>
 <script>
 let i = 0; const cards = [...document.querySelectorAll('.card')];

@@ -12,13 +12,15 @@ Scoring is the implicit DPO reward against the base model (the reference; scored
 r(y) = beta * (log p_adapter(y | x) - log p_base(y | x)). `reward_margin` (the primary metric: continuous, it ranks
 at small scale) is r(chosen) - r(rejected) averaged over the benchmark's pairs; `reward_accuracy` is the share of
 pairs whose chosen response gets the higher reward (ties count half); gold_logprob / eval_loss are those of the
-chosen response."""
+chosen response. Naming exact_match, token_f1 or rouge_l in the study's `metrics` also generates a greedy answer to
+each benchmark prompt and scores it against the chosen response: the task metric beside the preference reward."""
 
 import numpy as np
 
 from tasks.core import chatformats
 from tasks.errors import DataError
 from tasks.tasktypes.base import TaskType, fit_pair
+from tasks.tasktypes.instruction import GENERATED, generated_scores
 from tasks.tasktypes.instruction import TASK as INSTRUCTION
 
 PAIR = ("prompt", "chosen", "rejected")
@@ -29,10 +31,13 @@ class Preference(TaskType):
     method = "dpo"
     needs_reference = True
     fields = PAIR
-    metrics = ("reward_margin", "reward_accuracy", "gold_logprob", "eval_loss")
+    generates = True  # when the study names a generated-answer metric
+    metrics = ("reward_margin", "reward_accuracy", "gold_logprob", "eval_loss", *GENERATED)
+    optional = GENERATED
     primary = "reward_margin"
     continuous = "reward_margin"
-    per_example = {"reward_margin": "reward_margin", "reward_accuracy": "reward_accuracy"}
+    per_example = {"reward_margin": "reward_margin", "reward_accuracy": "reward_accuracy",
+                   **{m: m for m in GENERATED}}
 
     # ---- data -------------------------------------------------------------------------------------------------
     def read(self, ds, ref, origin, locate):
@@ -56,7 +61,9 @@ class Preference(TaskType):
         return row["chosen"]
 
     def settings(self, study):
-        return {"beta": study.training.dpo_beta}
+        """beta, and whether to generate: the study's `metrics` naming exact_match, token_f1 or rouge_l scores a
+        greedy answer to each benchmark prompt against its chosen response (the task metric beside the reward)."""
+        return {"beta": study.training.dpo_beta, "generate": [m for m in study.metric_names if m in GENERATED]}
 
     # ---- prompts ----------------------------------------------------------------------------------------------
     def fitted(self, rows: list[dict], tokenizer, max_length: int) -> list[tuple[str, str, str]]:
@@ -89,6 +96,9 @@ class Preference(TaskType):
                             "rejected_logprob": lr, "rejected_tokens": nr, "reward_chosen": beta * (lc - rc),
                             "reward_rejected": beta * (lr - rr), "reward_margin": margin,
                             "reward_accuracy": 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0})
+        if context.get("generate") and scorer.reference is not None:  # the reference model's own answers: not needed
+            for rec, text in zip(records, scorer.generate([p for p, _, _ in fitted])):
+                rec.update(generated_scores(text.strip(), rec["gold"]), prediction=text.strip())
         return records
 
     def review(self, row, record, context):
