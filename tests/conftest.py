@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,42 @@ def prefect_harness():
         yield
 
 
+SHOTS = Path(os.environ.get("CURATE_TEST_OUTPUT", Path(__file__).parent / "output"))  # browser tests' screenshots
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):  # the test set-up installs Debian's chromium
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=600).returncode:  # a new machine: no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            subprocess.run(install, capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("no Chromium: `apt-get install chromium` (Debian) was not possible here")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    path = _chromium()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
 def write_catalog(folder: Path, entries: dict[str, dict]) -> Path:
     """Catalog YAML files in a temp folder (absolute paths to fixture data)."""
     import yaml
@@ -120,3 +158,35 @@ def run_tree(runs) -> tuple[list, list, list]:
     arms = [r for r in runs if parent[r.info.run_id] in {s.info.run_id for s in studies}]
     points = [r for r in runs if parent[r.info.run_id] in {a.info.run_id for a in arms}]
     return studies, arms, points
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, tiny_model, prefect_harness):
+    """`curate run` on the tiny model: a clean, a label-flipped and a leaky candidate plus the control, 3 sizes x 2
+    seeds (tests/test_integration.py checks it; test_outputs.py reads it back through the Hub and MLflow UIs)."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    leaky = tmp / "leaky.jsonl"  # clean rows plus 10 copies of benchmark items
+    bench = (FIXTURES / "benchmark.jsonl").read_text().splitlines(True)
+    leaky.write_text("".join((FIXTURES / "candidate_clean.jsonl").read_text().splitlines(True)[120:] + bench[:10]))
+    write_catalog(tmp / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl"),
+                                    "flipped": sentiment_entry("candidate_flipped.jsonl"),
+                                    "copy": {**sentiment_entry("x"), "path": str(leaky)}})
+    study = sentiment_study(tmp, tiny_model, ["clean", "flipped", "copy"], seeds=2, mixture={"sizes": [16, 32, 64]},
+                            ranking={"bootstrap": 200}, primary_metric="gold_logprob")
+    path = write_study(tmp, study)
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    uri = f"sqlite:///{tmp / 'out' / 'mlflow.db'}"
+    return tmp, uri, result.output
+
+
+def study_runs(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("fixture-study")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)

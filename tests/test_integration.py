@@ -11,34 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, run_tree, sentiment_entry, sentiment_study, write_catalog, write_study
+from conftest import FIXTURES, run_tree, sentiment_entry, sentiment_study, study_runs as _runs, write_catalog, write_study
 from cli.main import app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory, tiny_model, prefect_harness):
-    tmp = tmp_path_factory.mktemp("e2e")
-    leaky = tmp / "leaky.jsonl"  # clean rows plus 10 copies of benchmark items
-    bench = (FIXTURES / "benchmark.jsonl").read_text().splitlines(True)
-    leaky.write_text("".join((FIXTURES / "candidate_clean.jsonl").read_text().splitlines(True)[120:] + bench[:10]))
-    write_catalog(tmp / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl"),
-                                    "flipped": sentiment_entry("candidate_flipped.jsonl"),
-                                    "copy": {**sentiment_entry("x"), "path": str(leaky)}})
-    study = sentiment_study(tmp, tiny_model, ["clean", "flipped", "copy"], seeds=2, mixture={"sizes": [16, 32, 64]},
-                            ranking={"bootstrap": 200}, primary_metric="gold_logprob")
-    path = write_study(tmp, study)
-    result = CliRunner().invoke(app, ["run", str(path)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    uri = f"sqlite:///{tmp / 'out' / 'mlflow.db'}"
-    return tmp, uri, result.output
-
-
-def _runs(uri):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("fixture-study")
-    return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
 def test_run_tree_has_three_levels(finished_study):
@@ -201,61 +177,3 @@ def test_mining_the_finished_study_gives_one_record_per_failure(finished_study):
     assert by_file.exit_code == 0 and len((tmp / "by-file.jsonl").read_text().splitlines()) == len(wrong), by_file.output
     missing = CliRunner().invoke(app, ["failures", study.info.run_id, "--tracking-uri", uri, "--arm", "nope"])
     assert missing.exit_code == 2 and "has no arm 'nope'; arms: clean, control, copy, flipped" in missing.output
-
-
-def test_push_round_trips_through_the_hub_stand_in(finished_study, monkeypatch, tmp_path):
-    """`curate push` with the real huggingface_hub code path against the local Hub stand-in (tests/hub_standin.py):
-    private repos, one commit per push, files read back equal to MLflow's; the token never printed."""
-    import huggingface_hub
-    from huggingface_hub import HfApi, hf_hub_download
-
-    from hub_standin import HubStandIn
-
-    tmp, uri, _ = finished_study
-    client, runs = _runs(uri)
-    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    args = ["push", study.info.run_id, "--tracking-uri", uri, "--repo", "org/results"]
-    offline = CliRunner().invoke(app, args)  # the tests run offline (HF_HUB_OFFLINE=1)
-    assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set: unset it to push" in offline.output
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the stand-in is "the Hub" here
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    no_token = CliRunner().invoke(app, args)
-    assert no_token.exit_code == 2 and "set HF_TOKEN in the environment" in no_token.output
-    with HubStandIn(token="hf_secret_123") as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
-        refused = CliRunner().invoke(app, args)
-        assert refused.exit_code == 2 and "Hub: org/results:" in refused.output and "hf_wrong" not in refused.output
-        monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
-        pushed = [CliRunner().invoke(app, [*args, "--adapters-repo", "org/adapters"]) for _ in range(2)]
-        assert all(p.exit_code == 0 for p in pushed), pushed[0].output + pushed[1].output
-        assert "hf_secret_123" not in pushed[0].output + pushed[1].output
-        repo = hub.repos[("dataset", "org/results")]
-        assert repo["private"] and len(repo["commits"]) == 2  # versioned: one commit per push
-        api = HfApi(endpoint=hub.endpoint, token="hf_secret_123")
-        assert {"README.md", "ranking.md", "ranking.csv", "scaling.png", "fits.json", "points.csv"} <= set(
-            api.list_repo_files("org/results", repo_type="dataset"))
-        got = hf_hub_download("org/results", "ranking.csv", repo_type="dataset", endpoint=hub.endpoint,
-                              token="hf_secret_123", cache_dir=tmp_path / "hf")
-        want = client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))
-        assert open(got).read() == open(want).read()
-        points = list(csv.DictReader(open(hf_hub_download("org/results", "points.csv", repo_type="dataset",
-                                                          endpoint=hub.endpoint, token="hf_secret_123",
-                                                          cache_dir=tmp_path / "hf"))))
-        assert len(points) == 4 * 3 * 2 and {p["arm"] for p in points} == {"control", "clean", "flipped", "copy"}
-        data = CliRunner().invoke(app, ["push-data", str(tmp / "study.yaml"), "--repo", "org/my-d0"])
-        assert data.exit_code == 0 and "source: org/my-d0" in data.output, data.output
-        d0 = hub.repos[("dataset", "org/my-d0")]
-        assert d0["private"] and d0["commits"][-1]["files"]["data/train.jsonl"] == (FIXTURES / "d0.jsonl").read_bytes()
-        adapters = hub.repos[("model", "org/adapters")]["commits"][-1]["files"]
-        assert {f"{arm}/size64-seed0/adapter_config.json" for arm in ("control", "clean", "flipped", "copy")} <= set(adapters)
-
-
-def test_plan_calibrates_from_the_finished_study(finished_study):
-    """After a run, `curate plan` estimates this machine's time at the rates the study's own points measured, and
-    shows the run's real wall time beside it."""
-    tmp, _, _ = finished_study
-    planned = CliRunner().invoke(app, ["plan", str(tmp / "study.yaml")])
-    assert planned.exit_code == 0, planned.output
-    said = " ".join(planned.output.split())
-    assert "this machine at the rates of this study's last run (study run" in said and "that run took" in said

@@ -3,53 +3,17 @@ correction is written, a record discarded (keyboard) and one flagged, the per-ru
 shows a conflict, model output with HTML in it is shown as text, and a token guards a page bound beyond loopback.
 Chromium is installed by the test set-up (apt) where it is missing; the tests skip, saying why, where it cannot be."""
 
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import SHOTS, free_port as _free_port
 from tasks.backends.reviewstore import ReviewStore
 from tasks.core.sftrecords import SftCandidate
 from test_review import _record
 
 HOSTILE = "<script>window.pwned = 1</script><b>bold</b> & <img src=x onerror=\"window.pwned = 2\">"
-SHOTS = Path(os.environ.get("CURATE_TEST_OUTPUT", Path(__file__).parent / "output"))
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):  # the test set-up installs Debian's chromium
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, capture_output=True, timeout=600).returncode:  # a new machine: no package lists yet
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
-            subprocess.run(install, capture_output=True, timeout=900)
-        found = shutil.which("chromium")
-    if not found:
-        pytest.skip("no Chromium: `apt-get install chromium` (Debian) was not possible here")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    path = _chromium()
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

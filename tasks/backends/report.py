@@ -115,6 +115,7 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
     if agree:
         tags["curate.agreement_kendall_tau"] = f"{agree['kendall_tau']:.3f}"
     tracking.set_tags(uri, study_run_id, tags)
+    show_in_mlflow(uri, study_run_id, study["arm_runs"], result, markdown)
     if result.placebo:
         p = result.placebo
         tracking.log_metrics(uri, study_run_id, {"placebo_false_positive_rate": p["rate"], "placebo_arms": p["arms"]})
@@ -122,6 +123,41 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
             "placebo": result.placebo and {**result.placebo, "summary": unc.placebo_note(result)},
             "noise": result.noise, "noise_line": unc.noise_line(result), "method": result.method,
             "method_note": result.method_note, "agreement": extra, "backtest": result.backtest, "out_dir": str(out_dir)}
+
+
+def verdict(result: ranking.Ranking) -> str:
+    """One line: which estimate ranked, the best candidate, its delta vs the control and interval, in words."""
+    real = [r for r in result.rows if not is_placebo(r.arm) and not r.pruned]
+    best = next((r for r in real if r.arm != CONTROL), None)
+    if best is None:
+        return f"Only the control finished ({result.metric} {result.estimate_label})."
+    iv = f" {ranking._fmt_interval(best.delta_interval, True)}" if best.delta_interval else ""
+    word = {"+": "better than the control", "-": "worse than the control",
+            "~": "not distinguishable from the control", "?": "significance unknown (no noise measurement)"}
+    lead = "" if best.delta_vs_control > 0 else "**No candidate beats the control.** "
+    return (f"{lead}**Best candidate: {best.arm}**: {result.metric} {result.estimate_label} {best.predicted:.4f}, "
+            f"delta vs control {best.delta_vs_control:+.4f}{iv}, {word.get(best.significance, 'no interval')}.")
+
+
+def show_in_mlflow(uri: str, study_run_id: str, arm_runs: dict[str, str], result: ranking.Ranking, markdown: str) -> None:
+    """What the MLflow UI shows first: the study run's description is the verdict and the ranking table, and each
+    arm run carries its rank, delta vs control (with bounds) and P(best) as metrics and a one-line description."""
+    tracking.set_tags(uri, study_run_id, {tracking.NOTE: f"{verdict(result)}\n\n{markdown}"[:60000]})
+    for row in result.rows:
+        if row.arm not in arm_runs:
+            continue
+        metrics = {"rank": row.rank} if row.rank else {}
+        if not row.pruned:
+            metrics["delta_vs_control"] = row.delta_vs_control
+        if row.delta_interval:
+            metrics.update(delta_vs_control_lo=row.delta_interval[0], delta_vs_control_hi=row.delta_interval[1])
+        if row.p_best is not None:
+            metrics["p_best"] = row.p_best
+        tracking.log_metrics(uri, arm_runs[row.arm], metrics)
+        line = row.pruned or (f"{result.metric} {result.estimate_label} {row.predicted:.4f}; delta vs control "
+                              f"{row.delta_vs_control:+.4f} {ranking._fmt_interval(row.delta_interval, True)} "
+                              f"{row.significance}".rstrip())
+        tracking.set_tags(uri, arm_runs[row.arm], {tracking.NOTE: f"rank {row.rank or 'A/A'} of {len(result.rows)}: {line}"})
 
 
 def backtest_metrics(result: dict) -> dict:

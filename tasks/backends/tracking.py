@@ -19,7 +19,7 @@ from tasks.spec.study import Study
 StoreError = MlflowException  # what a missing run or an unreachable store raises; the CLI names the store
 
 # tags
-PARENT = "mlflow.parentRunId"
+PARENT, NOTE = "mlflow.parentRunId", "mlflow.note.content"  # NOTE: a run's description in the MLflow UI
 STUDY, ARM, LICENSE = "curate.study", "curate.arm", "curate.license"
 STUDY_FP, CATALOG_FP, CODE = "curate.study_fingerprint", "curate.catalog_fingerprint", "curate.code_version"
 POINT_FP, MIXTURE_FP = "curate.point_fingerprint", "curate.mixture_fingerprint"
@@ -258,9 +258,10 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
     every finished point (arm, size, seed, metrics; per-example predictions when examples=True)."""
     run = get_run(uri, study_run_id)
     params = dict(run.data.params)
-    licenses, profiles, points, pruned = {}, {}, [], {}
+    licenses, profiles, points, pruned, arm_runs = {}, {}, [], {}, {}
     for arm in children(uri, study_run_id):
         name = arm.data.tags.get(ARM, arm.info.run_name)
+        arm_runs[name] = arm.info.run_id
         licenses[name] = arm.data.tags.get(LICENSE, "")
         if PRUNED in arm.data.tags:
             m = arm.data.metrics
@@ -274,5 +275,5 @@ def read_study(uri: str, study_run_id: str, examples: bool = True) -> dict:
                            "adapter": p.data.tags.get(ADAPTER_URI, f"runs:/{p.info.run_id}/{ADAPTER}"),
                            "records": read_predictions(uri, p.info.run_id) if examples else None})
     return {"study": study_from_params(params), "context": task_context(uri, study_run_id, params.get(CONTEXT, "{}")),
-            "licenses": licenses, "profiles": profiles, "points": points, "pruned": pruned,
+            "licenses": licenses, "profiles": profiles, "points": points, "pruned": pruned, "arm_runs": arm_runs,
             "experiment_id": run.info.experiment_id, "run": run}

@@ -1,0 +1,121 @@
+"""What a finished study looks like from outside: its results pushed to the Hub (the real huggingface_hub code
+path against the local stand-in, tests/hub_standin.py), the MLflow UI opened on it in headless Chromium, and the
+plan calibrated from its measured points. All read the tiny study `finished_study` (conftest.py) runs once."""
+
+import csv
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from conftest import FIXTURES, study_runs as _runs
+
+pytestmark = pytest.mark.integration
+
+
+def test_push_round_trips_through_the_hub_stand_in(finished_study, monkeypatch, tmp_path):
+    """`curate push` with the real huggingface_hub code path against the local Hub stand-in (tests/hub_standin.py):
+    private repos, one commit per push, files read back equal to MLflow's; the token never printed."""
+    import huggingface_hub
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from hub_standin import HubStandIn
+
+    tmp, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    args = ["push", study.info.run_id, "--tracking-uri", uri, "--repo", "org/results"]
+    offline = CliRunner().invoke(app, args)  # the tests run offline (HF_HUB_OFFLINE=1)
+    assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set: unset it to push" in offline.output
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the stand-in is "the Hub" here
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    no_token = CliRunner().invoke(app, args)
+    assert no_token.exit_code == 2 and "set HF_TOKEN in the environment" in no_token.output
+    with HubStandIn(token="hf_secret_123") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2 and "Hub: org/results:" in refused.output and "hf_wrong" not in refused.output
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
+        pushed = [CliRunner().invoke(app, [*args, "--adapters-repo", "org/adapters"]) for _ in range(2)]
+        assert all(p.exit_code == 0 for p in pushed), pushed[0].output + pushed[1].output
+        assert "hf_secret_123" not in pushed[0].output + pushed[1].output
+        repo = hub.repos[("dataset", "org/results")]
+        assert repo["private"] and len(repo["commits"]) == 2  # versioned: one commit per push
+        api = HfApi(endpoint=hub.endpoint, token="hf_secret_123")
+        assert {"README.md", "ranking.md", "ranking.csv", "scaling.png", "fits.json", "points.csv"} <= set(
+            api.list_repo_files("org/results", repo_type="dataset"))
+        got = hf_hub_download("org/results", "ranking.csv", repo_type="dataset", endpoint=hub.endpoint,
+                              token="hf_secret_123", cache_dir=tmp_path / "hf")
+        want = client.download_artifacts(study.info.run_id, "ranking.csv", str(tmp_path))
+        assert open(got).read() == open(want).read()
+        points = list(csv.DictReader(open(hf_hub_download("org/results", "points.csv", repo_type="dataset",
+                                                          endpoint=hub.endpoint, token="hf_secret_123",
+                                                          cache_dir=tmp_path / "hf"))))
+        assert len(points) == 4 * 3 * 2 and {p["arm"] for p in points} == {"control", "clean", "flipped", "copy"}
+        data = CliRunner().invoke(app, ["push-data", str(tmp / "study.yaml"), "--repo", "org/my-d0"])
+        assert data.exit_code == 0 and "source: org/my-d0" in data.output, data.output
+        d0 = hub.repos[("dataset", "org/my-d0")]
+        assert d0["private"] and d0["commits"][-1]["files"]["data/train.jsonl"] == (FIXTURES / "d0.jsonl").read_bytes()
+        adapters = hub.repos[("model", "org/adapters")]["commits"][-1]["files"]
+        assert {f"{arm}/size64-seed0/adapter_config.json" for arm in ("control", "clean", "flipped", "copy")} <= set(adapters)
+
+
+def test_plan_calibrates_from_the_finished_study(finished_study):
+    """After a run, `curate plan` estimates this machine's time at the rates the study's own points measured, and
+    shows the run's real wall time beside it."""
+    tmp, _, _ = finished_study
+    planned = CliRunner().invoke(app, ["plan", str(tmp / "study.yaml")])
+    assert planned.exit_code == 0, planned.output
+    said = " ".join(planned.output.split())
+    assert "this machine at the rates of this study's last run (study run" in said and "that run took" in said
+
+
+def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
+    """The real MLflow UI on the finished study, in headless Chromium: the study run's description is the verdict
+    and the ranking; an arm run says its rank, and its page charts the metric against mixture size."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import SHOTS, free_port
+
+    tmp, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    arm = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id
+               and r.data.tags["curate.arm"] == "control")
+    assert study.data.tags["mlflow.note.content"].startswith(("**Best candidate", "**No candidate beats"))
+    assert arm.data.tags["mlflow.note.content"].startswith("rank ") and "rank" in arm.data.metrics
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        exp = study.info.experiment_id
+        page.goto(f"{base}/#/experiments/{exp}/runs/{study.info.run_id}")
+        page.get_by_text("Best candidate", exact=False).first.wait_for(timeout=90000)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "mlflow-study-run.png"))
+        page.goto(f"{base}/#/experiments/{exp}/runs/{arm.info.run_id}")
+        page.get_by_text("rank ", exact=False).first.wait_for(timeout=60000)
+        page.goto(f"{base}/#/experiments/{exp}/runs/{arm.info.run_id}/model-metrics")
+        page.get_by_text("gold_logprob", exact=True).first.wait_for(timeout=60000)  # the primary metric's chart
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "mlflow-arm-curves.png"))
+        page.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
