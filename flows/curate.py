@@ -24,6 +24,31 @@ from tasks.steps import PointPlan
 _slots: dict[str, threading.Semaphore] = {}  # study run id -> the study's cap on arms in flight on a work pool
 
 
+class Progress:
+    """The parent flow run's progress artifact: points done of all planned, advanced from the arm threads."""
+
+    def __init__(self, artifact_id: str, total: int, name: str):
+        self.artifact_id, self.total, self.name, self.done = artifact_id, max(total, 1), name, 0
+        self.lock = threading.Lock()
+
+    def tick(self, n: int = 1) -> None:
+        from uuid import UUID
+
+        from prefect.artifacts import update_progress_artifact
+
+        with self.lock:
+            self.done += n
+            done = self.done
+        try:  # progress is a courtesy: it never fails a study
+            update_progress_artifact(UUID(self.artifact_id), progress=100 * done / self.total,
+                                     description=f"{self.name}: {done} of {self.total} points")
+        except Exception as err:
+            get_run_logger().warning("progress artifact not updated: %s", err)
+
+
+_progress: dict[str, Progress] = {}  # arm run id -> its study's progress (arms in this process)
+
+
 @flow(name="evaluate-arm", flow_run_name="{study.name}/{arm_name}")
 def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str, points: list[PointPlan],
                  inputs: Inputs | None = None, model_dir: str | None = None) -> dict:
@@ -56,6 +81,8 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
                          arm.name, k, len(points), p.size, p.seed, study.primary, result[study.primary],
                          result["train_seconds"], result["train_tokens_per_s"], result["eval_seconds"])
             per_size.setdefault(p.size, []).append(result)
+            if arm_run_id in _progress:
+                _progress[arm_run_id].tick()
             if len(per_size[p.size]) == len(study.point_seeds(arm.name, p.size)):
                 steps.log_arm_curve(study, uri, arm_run_id, p.size, per_size[p.size])
     except BaseException as err:
@@ -105,6 +132,8 @@ def run_arm(study: Study, inputs: Inputs, arm: Arm, points: list[PointPlan], mod
         tracking.fail_unfinished(uri, arm_run_id, f"dispatch failed: {type(err).__name__}: {err}"[:500])
         raise
     run = tracking.get_run(uri, arm_run_id)
+    if arm_run_id in _progress:  # the arm ran on a worker: its points count when its flow run ends
+        _progress[arm_run_id].tick(len(points))
     if not child.state.is_completed() or run.info.status != "FINISHED":
         lost = tracking.fail_unfinished(uri, arm_run_id, f"arm flow run '{child.name}' ended {child.state.name}")
         raise RuntimeError(f"arm '{arm.name}': flow run '{child.name}' ended {child.state.name}"
@@ -137,6 +166,8 @@ def curate(study: Study) -> dict:
              study.seeds, total, sum(todo.values()), total - sum(todo.values()),
              f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process", study.concurrency)
     _slots[study_run] = threading.Semaphore(study.concurrency)
+    progress = Progress(steps.open_artifacts(study, uri, study_run, exp, total), total, study.name)
+    _progress.update({run_id: progress for run_id in arm_runs.values()})
     arms, failed, pruned, rungs = [], [], {}, pruning.rungs(study)
     try:
         for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving
@@ -151,10 +182,13 @@ def curate(study: Study) -> dict:
             arms += [s.result() for s in states if s.is_completed()]
             if r + 1 < len(rungs) and not failed:
                 pruned = steps.prune_arms(study, uri, study_run, sizes[-1], arm_runs)
+                progress.tick(sum(1 for a in pruned for p in plan[a] if p.size not in sizes))  # skipped: done
         result = steps.rank_study(study, uri, study_run)  # ranks what finished, even if an arm failed
     finally:
         workers.shutdown()
         _slots.pop(study_run, None)
+        for run_id in arm_runs.values():
+            _progress.pop(run_id, None)
     merged: dict[str, dict] = {}  # an arm that ran in two rungs: one entry, its counts added
     for a in arms:
         m = merged.setdefault(a["arm"], {**a, "trained": 0, "reused": 0})

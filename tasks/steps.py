@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_link_artifact, create_progress_artifact, create_table_artifact
 from pydantic import BaseModel
 
 from tasks import tasktypes
@@ -247,11 +247,31 @@ def prune_arms(study: Study, uri: str, study_run_id: str, size: int, arm_runs: d
     return decided
 
 
+def artifact_key(study: Study, what: str) -> str:
+    """A Prefect artifact key of this study (keys allow lowercase letters, digits and dashes)."""
+    return f"{what}-{study.name.lower().replace('_', '-').replace('.', '-')}"
+
+
+@task
+def open_artifacts(study: Study, uri: str, study_run_id: str, experiment_id: str, total: int) -> str:
+    """On the parent flow run: a link to the study run in the MLflow UI, and a progress artifact (0 of `total`
+    points; the flow advances it per point). Returns the progress artifact's id."""
+    server = uri.startswith("http")
+    base = uri.rstrip("/") if server else "http://127.0.0.1:5000"
+    create_link_artifact(f"{base}/#/experiments/{experiment_id}/runs/{study_run_id}",
+                         link_text=f"MLflow: {study.name}, study run {study_run_id[:8]}",
+                         key=artifact_key(study, "mlflow"),
+                         description=f"{study.name}: the study run in MLflow" +
+                         ("" if server else f" (start the UI first: mlflow ui --backend-store-uri {uri})"))
+    return str(create_progress_artifact(0.0, key=artifact_key(study, "progress"),
+                                        description=f"{study.name}: 0 of {total} points"))
+
+
 @task
 def rank_study(study: Study, uri: str, study_run_id: str) -> dict:
     """Fit and rank from MLflow alone; publish the table as a Prefect artifact too."""
     result = rank_from_mlflow(uri, study_run_id, study.output_path / "ranking")
-    create_table_artifact(table=result["rows"], key=f"ranking-{study.name.lower().replace('_', '-').replace('.', '-')}",
+    create_table_artifact(table=result["rows"], key=artifact_key(study, "ranking"),
                           description=f"{study.name}: {result['metric']} predicted at {result['target_size']}")
     get_run_logger().info("Ranking (%s):\n%s", result["method_note"], result["markdown"])
     return result

@@ -119,3 +119,17 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_the_parent_flow_run_has_its_ranking_link_and_progress_artifacts(finished_study):
+    """On the Prefect server the study ran against: the ranking table, a link to the MLflow study run, and a
+    progress artifact at 100 % (24 of 24 points)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:  # the tests' Prefect server (prefect_harness)
+        progress, link, table = (client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{k}-fixture-study"]))) for k in ("progress", "mlflow", "ranking"))
+    assert progress and float(progress[-1].data) == 100.0 and progress[-1].description.endswith("24 of 24 points")
+    assert link and "/#/experiments/" in str(link[-1].data) and "mlflow ui --backend-store-uri" in link[-1].description
+    assert table and "control" in str(table[-1].data)
