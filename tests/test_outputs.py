@@ -122,14 +122,19 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
 
 
 def test_the_parent_flow_run_has_its_ranking_link_and_progress_artifacts(finished_study):
-    """On the Prefect server the study ran against: the ranking table, a link to the MLflow study run, and a
-    progress artifact at 100 % (24 of 24 points)."""
+    """On the Prefect server the study ran against: the study's flow run (recorded on its MLflow study run) has the
+    ranking table, a link to the MLflow study run, and a progress artifact at 100 % (24 of 24 points)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:  # the tests' Prefect server (prefect_harness)
-        progress, link, table = (client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"{k}-fixture-study"]))) for k in ("progress", "mlflow", "ranking"))
-    assert progress and float(progress[-1].data) == 100.0 and progress[-1].description.endswith("24 of 24 points")
-    assert link and "/#/experiments/" in str(link[-1].data) and "mlflow ui --backend-store-uri" in link[-1].description
-    assert table and "control" in str(table[-1].data)
+    tmp, uri, _ = finished_study
+    client, runs = _runs(uri)
+    study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    flow_run = study.data.tags["curate.prefect_flow_run_id"]
+    with get_client(sync_client=True) as prefect:  # the tests' Prefect server (prefect_harness)
+        progress, link, table = (prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{k}-fixture-study"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run])))
+            for k in ("progress", "mlflow", "ranking"))
+    assert len(progress) == 1 and float(progress[0].data) == 100.0 and progress[0].description.endswith("24 of 24 points")
+    assert study.info.run_id in str(link[0].data) and "mlflow ui --backend-store-uri" in link[0].description
+    assert table and "control" in str(table[0].data)
