@@ -155,7 +155,7 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
                   f"seed(s){f' + {extra} control replicates (training noise)' if extra else ''} = "
                   f"{sum(per_arm.values())} points; {study.concurrency} arm(s) at once; log: {log}")
     _print_contamination(study, inputs)
-    confirm(study, yes)
+    confirm(study, yes, inputs)
     _first_prefect_start()
     from flows.curate import curate
 
@@ -194,7 +194,7 @@ def submit(study_path: Path = typer.Argument(..., help="Study YAML file."),
         study, _ = _check(study_path, work_pool)
     except WorkbenchError as err:
         fail(err)
-    confirm(study, yes)
+    confirm(study, yes)  # submit validates without writing files: the plan reads the sources
     run = run_deployment(deployment, parameters={"study": study.model_dump(mode="json")}, timeout=0, as_subflow=False,
                          flow_run_name=study.name)
     ui = PREFECT_API_URL.value().removesuffix("/api")

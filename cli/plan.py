@@ -22,12 +22,12 @@ def clock(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def build(study, gpus_file: Path | None = None, parallel: int | None = None) -> dict:
+def build(study, gpus_file: Path | None = None, parallel: int | None = None, inputs=None) -> dict:
     from tasks.core import plan as P
     from tasks.ops import plan as ops
 
     shape = ops.model_shape(study)
-    w = ops.workload(study, parallel)
+    w = ops.workload(study, parallel, inputs)
     gpus, table_ = ops.gpu_table(gpus_file or ops.GPUS)
     mfu, overhead = table_["mfu"], table_["overhead"]
     rows = P.gpu_options(shape, w, gpus, mfu, overhead, table_["load_gib_per_s"], table_["qlora_slowdown"])
@@ -104,7 +104,7 @@ def plan(study_path: Path = typer.Argument(..., help="Study YAML file."),
         fail(err)
 
 
-def confirm(study, yes: bool) -> None:
+def confirm(study, yes: bool, inputs=None) -> None:
     """Before compute: the short plan; on a terminal, ask (--yes skips). Never blocks a script or CI."""
     from tasks.backends.models import _local, resolve_model
 
@@ -112,7 +112,7 @@ def confirm(study, yes: bool) -> None:
         local = _local(study.model.source)
         if local is not None and local.suffix == ".gguf":
             resolve_model(study.model)  # converted once into the cache (the run needs it): the plan reads that folder
-        show(build(study), short=True)
+        show(build(study, inputs=inputs), short=True)
     except Exception as err:  # a plan that cannot be made must not stop a valid study
         console.print(f"plan: not available ({type(err).__name__}: {err})", markup=False)
     if not yes and sys.stdin.isatty() and sys.stdout.isatty():

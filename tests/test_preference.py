@@ -35,6 +35,7 @@ def test_each_preference_form_becomes_the_same_pair(row):
 @pytest.mark.parametrize("row, message", [
     ({"prompt": "Is ice cold?", "chosen": "Yes."}, "missing or empty 'rejected'"),
     ({"prompt": "Is ice cold?", "chosen": " ", "rejected": "No."}, "missing or empty 'chosen'"),
+    ({"prompt": "Is ice cold?", "chosen": 1, "rejected": "No."}, "'chosen' must be a string or a list of turns, got int"),
     ({"prompt": "Is ice cold?", "chosen": "Yes.", "rejected": "Yes. "}, "'chosen' and 'rejected' are identical"),
     ({"chosen": [U, YES], "rejected": [{"role": "user", "content": "Is fire cold?"}, NO]},
      "prompt mismatch: 'chosen' and 'rejected' differ at turn 0"),

@@ -108,9 +108,19 @@ def _rows(study: Study) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
     return d0, bench, cands
 
 
-def workload(study: Study, parallel: int | None = None) -> P.Workload:
+def _prepared(inputs) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
+    """The same rows from the files the CLI's validation just wrote (no second read of the sources)."""
+    from tasks.backends.data import read_jsonl
+    from tasks.common import CONTROL
+
+    return (read_jsonl(Path(inputs.d0)), read_jsonl(Path(inputs.benchmark)),
+            {a.name: read_jsonl(Path(a.data)) for a in inputs.arms if a.name != CONTROL and a.data})
+
+
+def workload(study: Study, parallel: int | None = None, inputs=None) -> P.Workload:
+    """inputs: the validated inputs when the study was just checked (`curate run`), else the sources are read."""
     kind, preset = tasktypes.get(study.task), study.training
-    d0, bench, cands = _rows(study)
+    d0, bench, cands = _prepared(inputs) if inputs is not None else _rows(study)
     tok = _tokenizer(study)
     dpo = kind.method == "dpo"
 

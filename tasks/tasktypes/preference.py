@@ -127,7 +127,9 @@ def to_pair(row: dict) -> dict:
                                       "dpo) needs 'prompt', 'chosen' and 'rejected' (or chosen/rejected conversations)")
     for key in ("chosen", "rejected"):
         value = row.get(key)
-        if value is None or (isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str) else value)):
+        if value is not None and not isinstance(value, (str, list)):
+            raise chatformats.FormatError(f"'{key}' must be a string or a list of turns, got {type(value).__name__}")
+        if not (value.strip() if isinstance(value, str) else value):
             raise chatformats.FormatError(f"missing or empty '{key}'")
     prompt, chosen, rejected = row.get("prompt"), row["chosen"], row["rejected"]
     if isinstance(prompt, list):
