@@ -171,8 +171,15 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
     console.print(f"points trained: {result['points_trained']}, reused from earlier runs: {result['points_reused']}")
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
                   f"MLflow UI : {_mlflow_ui(result['tracking_uri'])}\n"
+                  f"            the arms ranked: {_ranking_url(result)}\n"
                   f"Re-rank   : curate rank {result['study_run_id']} --tracking-uri {result['tracking_uri']}")
     return result
+
+
+def _ranking_url(result: dict) -> str:
+    from tasks.backends import mlflowui, tracking
+
+    return mlflowui.ranking_url(result["tracking_uri"], tracking.experiment_of(result["tracking_uri"], result["study_run_id"]))
 
 
 def _mlflow_ui(uri: str) -> str:

@@ -81,9 +81,19 @@ def pools_create(arm_pool: str = typer.Option("curate-gpu", help="Pool for the a
 def deploy(arm_pool: str = typer.Option("curate-gpu", help="Work pool of the arm deployment."),
            control_pool: str = typer.Option("curate-control", help="Work pool of the `curate` and `reevaluate` deployments."),
            studies: str = typer.Option("deployments/studies", help="Study files/folders `reevaluate` watches (comma-separated)."),
-           project_dir: str = typer.Option(str(ROOT), help="Where workers find this project (/opt/curate in the image).")):
+           project_dir: str = typer.Option(str(ROOT), help="Where workers find this project (/opt/curate in the image)."),
+           example: Path = typer.Option(ROOT / "deployments/studies/sst2-demo.yaml", exists=True, dir_okay=False,
+                                        help="Study the curate/study run form opens with (every field filled, defaults "
+                                             "included); edit it in the UI and submit.")):
     """Register deployments/prefect.yaml on $PREFECT_API_URL: curate/study, evaluate-arm/arm, reevaluate/on-catalog-change."""
+    from tasks.ops.stack import prefill_form
+    from tasks.spec.study import load_study
+
     require_server()
+    try:
+        form = {"study": load_study(example).model_dump(mode="json")}  # a bad example fails before anything deploys
+    except WorkbenchError as err:
+        _fail(err)
     env = {**os.environ, "CURATE_ARM_POOL": arm_pool, "CURATE_CONTROL_POOL": control_pool, "CURATE_STUDIES": studies,
            "CURATE_PROJECT_DIR": project_dir}
     prefect = str(Path(sys.executable).with_name("prefect"))
@@ -91,5 +101,7 @@ def deploy(arm_pool: str = typer.Option("curate-gpu", help="Work pool of the arm
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
         _fail(WorkbenchError(f"prefect deploy failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"))
+    prefill_form("curate/study", form)
     console.print(f"deployed curate/study and reevaluate/on-catalog-change on '{control_pool}', evaluate-arm/arm on "
-                  f"'{arm_pool}'; the trigger listens for catalog.changed, the nightly schedule is off")
+                  f"'{arm_pool}'; the trigger listens for catalog.changed, the nightly schedule is off\n"
+                  f"the curate/study run form opens with {example}")

@@ -49,6 +49,11 @@ class Progress:
 _progress: dict[str, Progress] = {}  # arm run id -> its study's progress (arms in this process)
 
 
+def point_run_name(study: Study, arm: str, size: int, seed: int) -> str:
+    """"arm/size=016/seed=0": sizes zero-padded to the largest, so sorting by name in the MLflow UI sorts by size."""
+    return f"{arm}/size={size:0{len(str(study.mixture.sizes[-1]))}d}/seed={seed}"
+
+
 @flow(name="evaluate-arm", flow_run_name="{study.name}/{arm_name}")
 def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str, points: list[PointPlan],
                  inputs: Inputs | None = None, model_dir: str | None = None) -> dict:
@@ -66,7 +71,7 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
         exp = tracking.experiment_of(uri, arm_run_id)
         per_size: dict[int, list[dict]] = {}
         for k, p in enumerate(points, 1):
-            name = f"{arm.name}/size={p.size}/seed={p.seed}"
+            name = point_run_name(study, arm.name, p.size, p.seed)
             tags = {tracking.ARM: arm.name, tracking.STUDY: study.name, tracking.POINT_FP: p.fingerprint,
                     tracking.MIXTURE_FP: p.mixture_fingerprint}
             if p.done_run_id:

@@ -9,7 +9,7 @@ from prefect.artifacts import create_link_artifact, create_progress_artifact, cr
 from pydantic import BaseModel
 
 from tasks import tasktypes
-from tasks.backends import tracking
+from tasks.backends import mlflowui, tracking
 from tasks.backends.data import read_jsonl, write_jsonl
 from tasks.backends.evaluation import score_adapter
 from tasks.backends.models import resolve_model
@@ -254,15 +254,17 @@ def artifact_key(study: Study, what: str) -> str:
 
 @task
 def open_artifacts(study: Study, uri: str, study_run_id: str, experiment_id: str, total: int) -> str:
-    """On the parent flow run: a link to the study run in the MLflow UI, and a progress artifact (0 of `total`
-    points; the flow advances it per point). Returns the progress artifact's id."""
-    server = uri.startswith("http")
-    base = uri.rstrip("/") if server else "http://127.0.0.1:5000"
-    create_link_artifact(f"{base}/#/experiments/{experiment_id}/runs/{study_run_id}",
+    """The experiment's saved view "ranking" (this study run's arms by rank); on the parent flow run a link to the
+    study run in the MLflow UI, and a progress artifact (0 of `total` points; the flow advances it per point).
+    Returns the progress artifact's id."""
+    tracking.set_experiment_tags(uri, experiment_id, {**mlflowui.ranking_view(study_run_id, study.primary),
+                                                      mlflowui.KIND_TAG: mlflowui.KIND})
+    create_link_artifact(mlflowui.run_url(uri, experiment_id, study_run_id),
                          link_text=f"MLflow: {study.name}, study run {study_run_id[:8]}",
                          key=artifact_key(study, "mlflow"),
-                         description=f"{study.name}: the study run in MLflow" +
-                         ("" if server else f" (start the UI first: mlflow ui --backend-store-uri {uri})"))
+                         description=f"{study.name}: the study run in MLflow; its arms ranked: "
+                         f"{mlflowui.ranking_url(uri, experiment_id)}" + ("" if uri.startswith("http") else
+                         f" (start the UI first: mlflow ui --backend-store-uri {uri})"))
     return str(create_progress_artifact(0.0, key=artifact_key(study, "progress"),
                                         description=f"{study.name}: 0 of {total} points"))
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["teamstack"]  # the `team` fixture: the team stack, started once per session
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 MIRROR = ROOT.parent / "shared" / "datasets"

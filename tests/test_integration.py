@@ -47,6 +47,12 @@ def test_point_artifacts_adapter_loads_and_predictions_complete(finished_study, 
     mlflow.set_tracking_uri(uri)
     _, runs = _runs(uri)
     point = next(r for r in runs if r.info.run_name == "clean/size=32/seed=1")
+    from types import SimpleNamespace
+
+    from flows.curate import point_run_name
+
+    wide = SimpleNamespace(mixture=SimpleNamespace(sizes=[16, 128]))  # sorting by name in the MLflow UI sorts by size
+    assert sorted(point_run_name(wide, "a", n, 0) for n in (128, 16)) == ["a/size=016/seed=0", "a/size=128/seed=0"]
     adapter = mlflow.artifacts.download_artifacts(run_id=point.info.run_id, artifact_path="adapter", dst_path=str(tmp_path))
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0

@@ -73,52 +73,37 @@ def test_plan_calibrates_from_the_finished_study(finished_study):
 
 
 def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
-    """The real MLflow UI on the finished study, in headless Chromium: the study run's description is the verdict
-    and the ranking; an arm run says its rank, and its page charts the metric against mixture size."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+    """The real MLflow UI on the finished study, in headless Chromium: the link `curate run` prints opens the saved
+    view "ranking" (the arms best first, with their rank lines) and its chart mode draws each arm's metric against
+    mixture size; the study run's description is the verdict and the ranking; an arm run says its rank."""
+    import uipages
     from conftest import SHOTS, free_port
 
     tmp, uri, _ = finished_study
     client, runs = _runs(uri)
     study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    arm = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id
-               and r.data.tags["curate.arm"] == "control")
+    arms = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+    control = next(r for r in arms if r.data.tags["curate.arm"] == "control")
     assert study.data.tags["mlflow.note.content"].startswith(("**Best candidate", "**No candidate beats"))
-    assert arm.data.tags["mlflow.note.content"].startswith("rank ") and "rank" in arm.data.metrics
+    assert control.data.tags["mlflow.note.content"].startswith("rank ") and "rank" in control.data.metrics
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        exp = study.info.experiment_id
-        page.goto(f"{base}/#/experiments/{exp}/runs/{study.info.run_id}")
-        page.get_by_text("Best candidate", exact=False).first.wait_for(timeout=90000)
+    base, exp = f"http://127.0.0.1:{port}", study.info.experiment_id
+    with uipages.mlflow_server(uri, port, tmp_path):
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        uipages.open_ranking(page, base, exp)
+        latest = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+        ranked = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id),
+                        key=lambda a: a.data.metrics["rank"])  # the view shows the latest study run's arms
+        rows = [page.locator("[role=row][row-index]").filter(has_text=a.data.tags["curate.arm"]).first for a in ranked]
+        assert [int(r.get_attribute("row-index")) for r in rows] == [0, 1, 2, 3]  # best first
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "mlflow-study-run.png"))
-        page.goto(f"{base}/#/experiments/{exp}/runs/{arm.info.run_id}")
-        page.get_by_text("rank ", exact=False).first.wait_for(timeout=60000)
-        page.goto(f"{base}/#/experiments/{exp}/runs/{arm.info.run_id}/model-metrics")
-        page.get_by_text("gold_logprob", exact=True).first.wait_for(timeout=60000)  # the primary metric's chart
-        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "mlflow-ranking-view.png"))
+        uipages.open_curves(page, base, exp, "gold_logprob")
         page.screenshot(path=str(SHOTS / "mlflow-arm-curves.png"))
+        uipages.open_run(page, base, exp, study.info.run_id, "Best candidate")
+        page.screenshot(path=str(SHOTS / "mlflow-study-run.png"))
+        uipages.open_run(page, base, exp, control.info.run_id, "rank ")
         page.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
 
 
 def test_the_parent_flow_run_has_its_ranking_link_and_progress_artifacts(finished_study):

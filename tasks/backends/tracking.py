@@ -60,6 +60,12 @@ def open_experiment(uri: str, name: str, output_dir: Path) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def set_experiment_tags(uri: str, experiment_id: str, tags: dict[str, str]) -> None:
+    client = MlflowClient(uri)
+    for key, value in tags.items():
+        client.set_experiment_tag(experiment_id, key, value)
+
+
 def experiment_names(uri: str) -> list[str]:
     return sorted(e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default")
 

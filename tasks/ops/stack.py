@@ -262,3 +262,12 @@ def create_pool(name: str, kind: str, limit: int | None, api_url: str | None = N
                                                    concurrency_limit=limit))
             action = "created"
     return {"pool": name, "type": kind, "concurrency_limit": limit, "action": action}
+
+
+def prefill_form(deployment: str, parameters: dict) -> None:
+    """The deployment's default parameters: the UI's run form opens filled with them (every default visible)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    with get_client(sync_client=True) as client:
+        client.update_deployment(client.read_deployment_by_name(deployment).id, DeploymentUpdate(parameters=parameters))
