@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: setup demo demo-math demo-instruction demo-preference demo-code demo-review test test-slow known-truth bench
+.PHONY: setup demo demo-math demo-instruction demo-preference demo-code demo-review test test-slow known-truth bench screenshots
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: setup
 	$(VENV)/bin/python -m pytest -q && \
 	$(VENV)/bin/python -m pytest -q -m team; \
 	rc=$$?; rm -rf $$fresh; exit $$rc
+
+# The README's pictures ("What you will see"), taken in headless Chromium on the finished demo: `make demo` first,
+# with the same PREFECT_HOME (its Prefect database is served to show the flow run).
+screenshots: setup
+	$(VENV)/bin/python tests/screenshots.py
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow

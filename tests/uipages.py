@@ -93,3 +93,11 @@ def open_artifacts(page, ui: str, flow_run_id, keys: list[str]) -> None:
     page.get_by_text("Artifacts", exact=True).first.click(timeout=60000)
     for key in keys:
         page.get_by_text(key, exact=True).first.wait_for(timeout=60000)
+
+
+def open_artifact(page, base: str, experiment_id: str, run_id: str, path: str) -> None:
+    """A run's Artifacts tab with one file selected (an image shows its preview)."""
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts?workflowType=machine_learning")
+    page.get_by_text(path, exact=True).first.click(timeout=90000)
+    page.locator("img[src^='blob:']").first.wait_for(timeout=60000)
+    close_assistant(page)

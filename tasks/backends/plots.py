@@ -1,5 +1,6 @@
 """The scaling plot: every arm's points (with interval bars) and fitted curve (with its band) on one log-x axis."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -42,8 +43,8 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
     ax.set_xlabel("mixture size (training examples)")
     ax.set_ylabel(metric)
     pct = round(result.confidence * 100)
-    ax.set_title(f"{metric} vs mixture size; bars/bands: {pct}% bootstrap; dotted: target {target}\n"
-                 f"{result.method_note}", fontsize=8)
+    note = "\n".join(textwrap.wrap(result.method_note, 110))  # a long note wider than the figure was cut off
+    ax.set_title(f"{metric} vs mixture size; bars/bands: {pct}% bootstrap; dotted: target {target}\n{note}", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
