@@ -77,6 +77,7 @@ def main() -> None:
                      [f"{k}-{study.name}" for k in ("progress", "ranking", "mlflow")])),
                  ("prefect-form", lambda: uipages.open_form(page, ui, deployment.id))]
         for name, show in shots:
+            page.set_viewport_size({"width": 1600, "height": 1050 if name.startswith("prefect-flow") else 900})
             show()
             page.screenshot(path=str(out / f"{name}.png"))
             print(f"wrote {out / name}.png")
