@@ -75,7 +75,8 @@ def test_plan_calibrates_from_the_finished_study(finished_study):
 def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
     """The real MLflow UI on the finished study, in headless Chromium: the link `curate run` prints opens the saved
     view "ranking" (the arms best first, with their rank lines) and its chart mode draws each arm's metric against
-    mixture size; the study run's description is the verdict and the ranking; an arm run says its rank."""
+    mixture size; the study run's description is the verdict and the ranking, its Artifacts tab previews the scaling
+    plot beside the ranking files; an arm run says its rank."""
     import uipages
     from conftest import SHOTS, free_port
 
@@ -102,6 +103,8 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
         page.screenshot(path=str(SHOTS / "mlflow-arm-curves.png"))
         uipages.open_run(page, base, exp, study.info.run_id, "Best candidate")
         page.screenshot(path=str(SHOTS / "mlflow-study-run.png"))
+        uipages.open_artifact(page, base, exp, study.info.run_id, "scaling.png")  # the plot's preview
+        assert page.get_by_text("ranking.md", exact=True).count() and page.get_by_text("ranking.csv", exact=True).count()
         uipages.open_run(page, base, exp, control.info.run_id, "rank ")
         page.close()
 

@@ -30,7 +30,8 @@ def ranking_url(uri: str, experiment_id: str) -> str:
 
 def ranking_view(study_run_id: str, metric: str) -> dict[str, str]:
     """The experiment tag of the saved view: that study run's arm runs, best first, with their description
-    ("rank 2 of 4: ..."), rank, delta vs control with bounds, P(best) and the metric at the largest size."""
+    ("rank 2 of 4: ..."), rank, delta vs control with bounds, P(best) and the metric at the largest size; its chart
+    mode shows the metric against mixture size."""
     columns = ["rank", "delta_vs_control", "delta_vs_control_lo", "delta_vs_control_hi", "p_best", metric]
     state = {"searchFilter": f"tags.mlflow.parentRunId = '{study_run_id}'", "orderByKey": "metrics.`rank`",
              "orderByAsc": True, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
@@ -39,6 +40,7 @@ def ranking_view(study_run_id: str, metric: str) -> dict[str, str]:
              "columnOrder": [], "columnWidths": {}, "runsHiddenMode": "FIRST_10_RUNS", "viewMaximized": False,
              "runListHidden": False, "isAccordionReordered": False, "useGroupedValuesInCharts": True,
              "hideEmptyCharts": True, "groupBy": None, "groupsExpanded": {},
+             "chartsSearchFilter": metric,  # chart mode opens on the metric's curves, one line per arm
              "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""}}
     now = int(time.time() * 1000)
     packed = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
