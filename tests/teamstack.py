@@ -117,7 +117,9 @@ def team(tmp_path_factory, tiny_model):
             create_pool("t-arms", "process", 2)
             studies = tmp / "studies"
             studies.mkdir()
-            example = team_study(team, tiny_model, "ui-example", ["clean"])  # the run form opens with it
+            # the run form opens with this study; its arms run inside the parent flow run on the control worker
+            # (test_team.py covers arms on the pool; here the form is under test)
+            example = team_study(team, tiny_model, "ui-example", ["clean"], work_pool=None)
             result = CliRunner().invoke(app, ["deploy", "--arm-pool", "t-arms", "--control-pool", "t-control",
                                               "--studies", str(studies), "--example", str(example)], env=env)
             assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ def _plain(markdown: str) -> str:
 def test_study_launched_from_the_prefect_ui_form(team, browser):
     """The real Prefect UI in headless Chromium: the curate/study run form shows every study field with its
     description, opened filled with the example study (`curate deploy --example`); a study edited there (name,
-    target size) and submitted runs on the workers, and its flow run page lists the ranking, MLflow link and
+    target size) and submitted runs on the control worker, and its flow run page lists the ranking, MLflow link and
     progress artifacts."""
     from prefect.client.orchestration import get_client
 
