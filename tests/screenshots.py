@@ -8,7 +8,6 @@ the PNG files to docs/images/."""
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 import uipages  # noqa: E402
+from conftest import free_port  # noqa: E402
 from tasks.backends import tracking  # noqa: E402
 from tasks.spec.study import load_study  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -49,7 +43,7 @@ def main() -> None:
                    and r.data.tags.get("curate.arm") == "control")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ml_port, pf_port = _port(), _port()
+    ml_port, pf_port = free_port(), free_port()
     ml, ui = f"http://127.0.0.1:{ml_port}", f"http://127.0.0.1:{pf_port}"
     env = {"PREFECT_API_URL": f"{ui}/api", "PREFECT_UI_API_URL": f"{ui}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     prefect = [str(uipages.BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pf_port)]

@@ -5,7 +5,6 @@ flows."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +14,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+from conftest import free_port, sentiment_entry, sentiment_study, write_catalog, write_study
 from cli.main import app
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_available() -> bool:
@@ -100,8 +93,8 @@ def team(tmp_path_factory, tiny_model):
     from tasks.ops.stack import StackConfig, create_pool, down, drop_databases, up
 
     tmp = tmp_path_factory.mktemp("team")
-    cfg = StackConfig(folder=tmp / "stack", prefix=f"curate_test_{os.getpid()}", prefect_port=_free_port(),
-                      mlflow_port=_free_port())
+    cfg = StackConfig(folder=tmp / "stack", prefix=f"curate_test_{os.getpid()}", prefect_port=free_port(),
+                      mlflow_port=free_port())
     os.environ["CURATE_ZOMBIE_AFTER_S"] = "60"  # no heartbeat for 60 s (they come every 30 s): gone (default 90)
     _drop_stale_test_databases()
     env = {**os.environ, "PREFECT_API_URL": cfg.prefect_api, "MLFLOW_TRACKING_URI": cfg.mlflow_uri,
