@@ -45,8 +45,11 @@ def convert(kind: str = typer.Argument(..., help="Source format: humaneval or mb
         console.print(f"[yellow]skipped[/] {source_id}: {why}")
     if check and rows:
         with console.status(f"running {len(rows)} reference solutions against their tests (sandbox)"):
-            outcomes = sandbox.execute_many([codeconvert.program(r["prompt"], r["solution"], r["test"]) for r in rows],
-                                            sandbox.Limits(timeout_s=timeout), parallel=4)
+            try:
+                outcomes = sandbox.execute_many([sandbox.Program(**codeconvert.program(r, r["solution"]))
+                                                 for r in rows], sandbox.Limits(timeout_s=timeout), parallel=4)
+            except sandbox.SandboxUnavailable as err:
+                fail(WorkbenchError(f"{err}; or convert with --no-check"))
         failing = [(r["id"], o) for r, o in zip(rows, outcomes) if not o.passed]
         for row_id, o in failing:
             console.print(f"[yellow]left out[/] {row_id}: its reference solution fails its tests ({o.kind}: {o.detail[:120]})")

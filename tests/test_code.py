@@ -57,10 +57,10 @@ def test_humaneval_converts_and_every_reference_passes():
     rows = codeconvert.humaneval(_jsonl(SHARED / "openai__openai_humaneval" / "test.jsonl")).rows
     assert len(rows) == 164 and [r["id"] for r in rows[:2]] == ["he_0", "he_1"]
     assert rows[0]["entry_point"] == "has_close_elements" and rows[0]["test"].rstrip().endswith("check(has_close_elements)")
-    outcomes = sandbox.execute_many([codeconvert.program(r["prompt"], r["solution"], r["test"]) for r in rows],
+    outcomes = sandbox.execute_many([sandbox.Program(**codeconvert.program(r, r["solution"])) for r in rows],
                                     sandbox.Limits(timeout_s=30), parallel=4)
     assert [r["id"] for r, o in zip(rows, outcomes) if not o.passed] == []
-    broken = codeconvert.program(rows[0]["prompt"], "    return not True\n", rows[0]["test"])
+    broken = sandbox.Program(**codeconvert.program(rows[0], "    return not True\n"))
     assert sandbox.execute(broken).kind == "assertion"  # and the tests do test something
 
 
@@ -75,7 +75,7 @@ def test_mbpp_converts_and_every_reference_passes():
     assert first["entry_point"] == "min_cost" and "def min_cost(cost, m, n):" in first["prompt"]
     assert "Write a function to find the minimum cost path" in first["prompt"] and first["solution"].startswith("    ")
     # mbpp_123 takes 6 s alone here; four at once on a busy 2-core machine went past a 10 s limit
-    outcomes = sandbox.execute_many([codeconvert.program(r["prompt"], r["solution"], r["test"]) for r in rows],
+    outcomes = sandbox.execute_many([sandbox.Program(**codeconvert.program(r, r["solution"])) for r in rows],
                                     sandbox.Limits(timeout_s=30), parallel=4)
     assert [r["id"] for r, o in zip(rows, outcomes) if not o.passed] == []
     short = codeconvert.select(rows, ids=(601, 700), max_solution_lines=3)

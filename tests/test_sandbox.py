@@ -1,33 +1,71 @@
-"""The sandbox that runs generated code must hold: an infinite loop is killed at the timeout, a memory bomb hits the
-limit, writing outside the work dir fails, opening a socket fails, os.system/subprocess and other dangerous calls are
-blocked — and the parent process survives all of them."""
+"""The sandbox that runs generated code (and a benchmark's tests) must hold. Ordinary accidents end as clear outcome
+kinds; every hostile attempt seen in issue 25 fails as an outcome of the program, with the parent process unharmed
+and back on time — and the attempts that beat the audit hook in the old sandbox are run again with that hook off,
+so the test shows the executor's boundary (namespaces, read-only system, user nobody, seccomp) holds on its own."""
 
 import os
-import socket
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from tasks.backends import sandbox
+from tasks.backends import sandbox, sandbox_exec
 
 LIMITS = sandbox.Limits(timeout_s=2, memory_mb=256)
+BARE = sandbox.Limits(timeout_s=2, memory_mb=256, audit_hook=False)  # the executor's boundary alone
+needs_bwrap = pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap is not installed (apt-get install "
+                                 "bubblewrap); the 'process' executor is tested below")
+ROOT = os.geteuid() == 0
+FAILING = "def add(a, b):\n    return a - b\n"  # a wrong solution: its test must fail, whatever else it does
+TEST = "assert add(1, 2) == 3\nassert add(5, 5) == 10\n"
 
 
+def judged(solution_module: str, limits=LIMITS) -> sandbox.Outcome:
+    return sandbox.execute(sandbox.Program(solution_module, TEST, "", "add"), limits)
+
+
+def spawn(command: str) -> str:
+    """Program text that starts a shell command the way the hostile completion did: _posixsubprocess.fork_exec,
+    which no audit event covers, in a new session."""
+    return ("import _posixsubprocess, os\nr, w = os.pipe()\n"
+            f"_posixsubprocess.fork_exec([b'/bin/sh', b'-c', {command.encode()!r}], [b'/bin/sh'], True, (), None, None,"
+            " -1, -1, -1, -1, -1, -1, r, w, True, True, -1, None, None, None, -1, None, False)\n")
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# ---- outcome kinds of ordinary programs -----------------------------------------------------------------------
 def test_an_infinite_loop_is_killed_at_the_timeout():
     assert sandbox.execute("while True:\n    pass\n", LIMITS).kind == "timeout"
     assert sandbox.execute("import time\ntime.sleep(60)\n", LIMITS).kind == "timeout"  # wall clock, no CPU used
+    slow = "def add(a, b):\n    while True:\n        pass\n"
+    assert judged(slow).kind == "timeout"  # inside a call from the tests too
 
 
 def test_a_memory_bomb_hits_the_limit():
     assert sandbox.execute("x = [0] * (10 ** 10)\n", LIMITS).kind == "memory"
     assert sandbox.execute("x = []\nwhile True:\n    x.append(' ' * 10 ** 6)\n", LIMITS).kind == "memory"
+    assert judged("def add(a, b):\n    return [0] * (10 ** 10)\n").kind == "memory"
 
 
 def test_writing_outside_the_work_dir_fails(tmp_path):
     target = tmp_path / "escaped.txt"
     for program in (f"open({str(target)!r}, 'w').write('x')\n",
                     f"import os\nos.open({str(target)!r}, os.O_CREAT | os.O_WRONLY)\n",
-                    f"import pathlib\npathlib.Path({str(target)!r}).write_text('x')\n",
-                    f"import os\nos.chdir({str(tmp_path)!r})\nopen('escaped.txt', 'w')\n"):
+                    f"import pathlib\npathlib.Path({str(target)!r}).write_text('x')\n"):
         out = sandbox.execute(program, LIMITS)
         assert out.kind == "forbidden" and "outside the working directory" in out.detail, program
     assert not target.exists()
@@ -39,13 +77,22 @@ def test_writing_outside_the_work_dir_fails(tmp_path):
 
 
 def test_opening_a_socket_fails():
-    with socket.socket() as server:  # a port on this machine the program would reach without the sandbox
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
+    with socket_server() as port:
         out = sandbox.execute(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n", LIMITS)
     assert out.kind == "forbidden" and "socket" in out.detail
     assert out.network == "namespace" or out.network.startswith("sockets blocked")
+
+
+class socket_server:
+    def __enter__(self) -> int:
+        import socket
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        return self.server.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
 
 
 @pytest.mark.parametrize("program", ["import os\nos.system('touch /tmp/x')\n",
@@ -65,3 +112,168 @@ def test_outcome_kinds_and_the_parent_survives():
          "import faulthandler\nfaulthandler._sigsegv()\n"], LIMITS)]
     assert kinds == ["passed", "syntax_error", "assertion", "crash", "crash", "crash"]
     assert os.getpid() == me and sandbox.execute("assert True\n", LIMITS).passed  # still here, still working
+
+
+def test_values_cross_between_the_solution_and_its_tests():
+    module = ("def f(x, t=None):\n    x.append(len(x)) if isinstance(x, list) else None\n    return x, t, {1, 2}, "
+              "(i for i in range(3)), b'\\x00', 1.5 + 2j, float('inf'), {(1, 2): [None]}\n")
+    tests = ("v = [7]\nr = f(v, int)\nassert v == [7, 1]  # the solution changed the caller's list, as in one process\n"
+             "assert r[0] == [7, 1] and r[1] is int and r[2] == {1, 2} and list(r[3]) == [0, 1, 2]\n"
+             "assert r[4:] == (b'\\x00', 1.5 + 2j, float('inf'), {(1, 2): [None]})\n")
+    assert sandbox.execute(sandbox.Program(module, tests, "", "f"), LIMITS).passed
+    raising = sandbox.Program("def f(x):\n    raise KeyError(x)\n", "try:\n    f(1)\nexcept KeyError:\n    pass\n", "", "f")
+    assert sandbox.execute(raising, LIMITS).passed  # the solution's exception reaches the tests as its own type
+
+
+# ---- the attempts of issue 25 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("limits", [LIMITS, BARE], ids=["with-hook", "boundary-only"])
+def test_a_solution_cannot_forge_a_pass(limits):
+    forge_fds = ("import os, json, struct\nmsg = json.dumps({'kind': 'passed', 'result': {'kind': 'passed'}}).encode()\n"
+                 "for fd in range(64):\n    try:\n        os.write(fd, msg)\n"
+                 "        os.write(fd, struct.pack('>I', len(msg)) + msg)\n    except OSError:\n        pass\n")
+    for module in (FAILING + forge_fds + "os._exit(0)\n",  # at import time
+                   FAILING.replace("return a - b", "import os\n    " + "\n    ".join(forge_fds.splitlines()[1:]) +
+                                   "\n    os._exit(0)"),  # inside the tested call
+                   "class Yes:\n    def __eq__(self, other):\n        return True\n\ndef add(a, b):\n    return Yes()\n",
+                   "import builtins\nbuiltins.AssertionError = type('Quiet', (Exception,), {})\n" + FAILING):
+        out = judged(module, limits)
+        assert out.kind != "passed", module
+    assert judged("def add(a, b):\n    return a + b\n", limits).passed  # and a right answer still passes
+
+
+@needs_bwrap
+def test_a_setsid_child_does_not_outlive_the_timeout():
+    marker = "31.4159"
+    out = sandbox.execute(spawn(f"setsid sleep {marker} & sleep 60") + "import time\ntime.sleep(60)\n", BARE)
+    assert out.kind == "timeout"
+    time.sleep(0.5)
+    assert processes_with(marker) == []  # killed with the namespace
+
+
+@needs_bwrap
+@pytest.mark.parametrize("limits", [LIMITS, BARE], ids=["with-hook", "boundary-only"])
+def test_dir_fd_sqlite_mkfifo_and_a_shell_cannot_touch_the_machine(tmp_path, limits):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    for program in (f"import os\nfd = os.open('/', os.O_RDONLY)\nos.unlink({str(keep)[1:]!r}, dir_fd=fd)\n",
+                    "import os\nfd = os.open('/usr', os.O_RDONLY)\nos.open('x', os.O_CREAT | os.O_WRONLY, dir_fd=fd)\n",
+                    f"import sqlite3\nsqlite3.connect({str(tmp_path / 'x.db')!r}).execute('create table t (x)')\n",
+                    "import sqlite3\nsqlite3.connect('/usr/x.db').execute('create table t (x)')\n",
+                    f"import os\nos.mkfifo({str(tmp_path / 'fifo')!r})\n",
+                    "import os\nos.mkfifo('/usr/fifo')\n"):
+        out = sandbox.execute(program, limits)
+        assert out.kind != "passed", (program, out)
+    # a shell started past the hook runs, but inside: it sees neither file and can write neither place
+    sandbox.execute(spawn(f"rm -f {keep}; touch {tmp_path}/shell /usr/shell") + "import time\ntime.sleep(0.5)\n", limits)
+    assert keep.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert not any(os.path.exists(p) for p in ("/usr/x.db", "/usr/fifo", "/usr/shell", "/usr/x"))
+
+
+@needs_bwrap
+def test_pidfd_and_kill_cannot_reach_another_process():
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for program in (f"import os, signal\nfd = os.pidfd_open({victim.pid})\nsignal.pidfd_send_signal(fd, 9)\n",
+                        f"import os\nos.kill({victim.pid}, 9)\n"):
+            for limits in (LIMITS, BARE):
+                assert sandbox.execute(program, limits).kind != "passed"
+        for limits in (LIMITS, BARE):  # every pid it can name: only its own namespace's
+            sandbox.execute("import os\nfor pid in range(2, 40000):\n    try:\n        os.kill(pid, 9)\n"
+                            "    except OSError:\n        pass\n", limits)
+        assert victim.poll() is None  # still running
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@needs_bwrap
+def test_reassigning_names_does_not_disable_the_hook(tmp_path):
+    for disable in ("import sys\nsys.modules['__main__'].BLOCKED = ()\n",
+                    "import builtins\nbuiltins.isinstance = lambda *a: False\nbuiltins.any = lambda *a: False\n",
+                    "import os.path\nos.path.realpath = lambda p: '/work/x'\n"):
+        out = sandbox.execute(disable + f"open({str(tmp_path / 'x')!r}, 'w')\nimport os\nos.system('true')\n", LIMITS)
+        assert out.kind == "forbidden", (disable, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_bwrap
+def test_loading_libc_or_cffi_gives_nothing_outside(tmp_path):
+    assert sandbox.execute("import cffi\n", BARE).kind == "crash"  # no site-packages in the sandbox
+    out = sandbox.execute(f"import ctypes\nlibc = ctypes.CDLL(None)\nlibc.system(b'touch {tmp_path}/c')\n"
+                          "assert libc.unshare(0x10000000) != 0  # seccomp\n", BARE)
+    assert out.passed and list(tmp_path.iterdir()) == []  # the shell ran, inside, and saw none of this machine
+
+
+@needs_bwrap
+def test_root_only_files_are_not_readable():
+    program = "open('/etc/shadow').read()\n"
+    assert sandbox.execute(program, BARE).kind == "crash"
+    if ROOT:  # the program runs as nobody, whatever this process is
+        assert sandbox.execute("import os\nassert (os.getuid(), os.geteuid()) == (65534, 65534)\n", BARE).passed
+        assert sandbox.execute("open('/proc/1/environ').read()\n", BARE).kind == "crash"
+
+
+@needs_bwrap
+def test_a_grandchild_holding_the_channel_does_not_hold_the_parent():
+    program = spawn("setsid sh -c 'yes xxxxxxxxxxxxxxxx' >&3 & sleep 60")  # floods the channel to the tests
+    start = time.monotonic()
+    out = sandbox.execute(sandbox.Program(FAILING.replace("return a - b", "import time\n    time.sleep(60)") +
+                                          program.replace(">&3", ""), TEST, "", "add"), BARE)
+    assert out.kind in ("timeout", "crash") and time.monotonic() - start < BARE.timeout_s + 10
+    time.sleep(0.5)
+    assert processes_with("xxxxxxxxxxxxxxxx") == []
+
+
+@needs_bwrap
+def test_hostile_benchmark_tests_are_contained_too(tmp_path):
+    tests = spawn(f"touch {tmp_path}/from-tests") + f"open({str(tmp_path / 'x')!r}, 'w')\n"
+    assert sandbox.execute(sandbox.Program("def add(a, b):\n    return a + b\n", tests, "", "add"), BARE).kind != "passed"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_seccomp_filter_is_well_formed():
+    prog = sandbox_exec.seccomp_filter()
+    assert len(prog) % 8 == 0 and len(prog) // 8 == len(sandbox_exec.DENIED) + 10
+
+
+def test_a_missing_executor_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        sandbox.execute_many(["assert True\n"], LIMITS)
+    with pytest.raises(sandbox.SandboxUnavailable, match="unknown sandbox executor 'vm'; executors: auto, bwrap"):
+        sandbox.execute("assert True\n", sandbox.Limits(executor="vm"))
+    monkeypatch.delenv("CURATE_SANDBOX_CONTAINER", raising=False)
+    with pytest.raises(sandbox.SandboxUnavailable, match="CURATE_SANDBOX_CONTAINER"):
+        sandbox.execute("assert True\n", sandbox.Limits(executor="container"))
+
+
+def test_the_process_executor_keeps_the_second_layer():
+    weak = sandbox.Limits(timeout_s=2, memory_mb=256, executor="process")
+    assert sandbox.execute("import os\nos.system('true')\n", weak).kind == "forbidden"
+    assert judged(FAILING + "import os\nos._exit(0)\n", weak).kind != "passed"
+    assert judged("def add(a, b):\n    return a + b\n", weak).passed
+    assert sandbox.execute("while True:\n    pass\n", weak).kind == "timeout"
+
+
+def test_the_container_executor_runs_its_command_line(monkeypatch, tmp_path):
+    """No container engine runs here; a command line in the same shape (placeholders filled, stdin/stdout as the
+    channel, the kill command on the way out) exercises the container code path."""
+    log = tmp_path / "killed"
+    fake = tmp_path / "engine"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys\na = sys.argv[1:]\nif a[0] == 'kill':\n"
+                    f"    open({str(log)!r}, 'a').write(a[1] + '\\n')\n    sys.exit(0)\nos.chdir(a[2])\n"
+                    "os.execv(sys.executable, [sys.executable] + a[a.index('--') + 2:])\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CURATE_SANDBOX_CONTAINER", f"{fake} run --name={{name}} {{work}} --memory={{memory_mb}}m "
+                                                   "-v {runner}:/sandbox/runner.py:ro --")
+    monkeypatch.setattr(sandbox_exec, "CONTAINER_RUNNER", str(Path(sandbox_exec.__file__).with_name("sandbox_runner.py")))
+    ctr = sandbox.Limits(timeout_s=2, memory_mb=256, executor="container")
+    assert judged("def add(a, b):\n    return a + b\n", ctr).passed
+    assert judged(FAILING, ctr).kind == "assertion"
+    assert len(log.read_text().split()) == 4 and all(n.startswith("curate-exec-") for n in log.read_text().split())
+
+
+def test_the_parent_survives_signals_it_does_not_send():
+    before = signal.getsignal(signal.SIGTERM)
+    assert sandbox.execute("import os, signal\nos.kill(1, signal.SIGTERM)\n", LIMITS).kind == "forbidden"
+    assert signal.getsignal(signal.SIGTERM) == before

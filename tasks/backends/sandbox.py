@@ -1,38 +1,79 @@
-"""Execute untrusted programs (model-written code + its tests) in a sandbox: one fresh process per program, never
-the workbench's own. The process runs tasks/core/sandbox_runner.py under `python -I -S` in a temporary working
-directory (removed afterwards) with a clean environment, its own process group and session, and:
+"""Execute untrusted programs (model-written code, and a benchmark's tests) isolated from the workbench.
 
-- a wall-clock timeout (the whole process group is killed: kind 'timeout'),
-- CPU-time, address-space and file-size limits (`resource`), no core files,
-- no network: an empty network namespace where the kernel allows unprivileged user namespaces, and sockets refused
-  by an audit hook everywhere,
-- subprocesses, fork/exec, kill, ctypes, and writes/deletes outside the working directory refused by the same hook.
+Each program runs as two fresh processes (tasks/backends/sandbox_runner.py under `python -I -S`), each in its own
+empty working directory:
+
+- the **solution** process runs the untrusted code (prompt + completion) and answers calls of its functions;
+- the **driver** process runs the problem's trusted context and its tests, the tested function being a proxy into
+  the solution process, and reports the outcome.
+
+This process relays every frame between them and takes the outcome only from the driver, so nothing the untrusted
+code writes, and no way it exits, can make a failing test pass: it can only return values. The executor decides the
+isolation of both processes (`Limits.executor`):
+
+- `bwrap` (default where bubblewrap is installed): new PID, mount, network, IPC and UTS namespaces; a read-only view
+  of /usr and the Python installation only (no /etc, /home, /root or project files), the working directory the one
+  writable place; a seccomp filter refusing ptrace, pidfd, mount, namespaces, bpf, keyrings, io_uring and the like
+  (x86_64); run as user nobody (65534) with no new privileges when this process is root; the whole namespace
+  killed at the timeout.
+- `container`: the command in $CURATE_SANDBOX_CONTAINER (a `docker run -i ...`/`podman run -i ...` line with
+  {work}, {runner}, {name} and {memory_mb} placeholders), e.g. for machines without bubblewrap.
+- `process`: plain processes with the second layer only — weaker, for machines with neither; chosen explicitly.
+
+Second layer in every executor: CPU-time, address-space and file-size limits, and an audit hook refusing sockets,
+subprocesses, signals, ctypes and writes outside the working directory (clear 'forbidden' outcomes).
 
 Outcome kinds: passed, syntax_error, assertion, timeout, memory, forbidden, crash."""
 
 import json
 import os
-import signal
+import queue
+import selectors
+import shutil
+import struct
 import subprocess
-import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tasks.backends import sandbox_exec
+
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")
+EXECUTORS = ("auto", "bwrap", "container", "process")
+START_S = 1.0  # two interpreters' start-up (~0.1 s each here), on top of the program's own timeout
+MAX_FRAME = 32 << 20
+MAX_RELAYED = 256 << 20  # bytes the solution may send in all
+
+
+class SandboxUnavailable(RuntimeError):
+    """The configured executor cannot run on this machine."""
 
 
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 5.0  # wall clock, the whole program (imports and tests)
-    memory_mb: int = 512  # address space
+    memory_mb: int = 512  # address space, per process
     file_size_mb: int = 16  # largest file the program may write (in its working directory)
+    executor: str = "auto"  # auto | bwrap | container | process
+    audit_hook: bool = True  # the second layer; off only to test that the executor's boundary holds on its own
 
     def runner_args(self) -> dict:
-        return {"cpu_s": max(1, int(self.timeout_s + 0.999)), "memory_bytes": self.memory_mb << 20,
-                "file_bytes": self.file_size_mb << 20}
+        # CPU seconds past the wall-clock deadline: a busy loop ends as 'timeout', killed with its namespace
+        return {"cpu_s": int(self.timeout_s + 0.999) + 2, "memory_bytes": self.memory_mb << 20,
+                "file_bytes": self.file_size_mb << 20, "audit_hook": self.audit_hook}
+
+
+@dataclass(frozen=True)
+class Program:
+    """What runs: the untrusted solution module, and the tests (with the problem's trusted context) that judge it."""
+    solution: str
+    tests: str = ""  # empty: the solution passes when it runs to its end
+    context: str = ""  # the prompt as given (imports, helpers, classes): the tests see these, not the solution's
+    entry_point: str = ""  # the tested function
 
 
 @dataclass(frozen=True)
@@ -49,55 +90,119 @@ class Outcome:
         return asdict(self)
 
 
-def execute(program: str, limits: Limits = Limits()) -> Outcome:
-    """Run one program in a fresh sandboxed process; every failure of the program is an Outcome, never an exception."""
-    with tempfile.TemporaryDirectory(prefix="curate-exec-") as work, \
-            open(Path(work) / ".stderr", "w+b") as errors:  # a file, not a pipe: bounded by the file-size limit
-        read_end, write_end = os.pipe()
-        env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+def executor_name(requested: str = "auto") -> str:
+    """The executor that will run: 'auto' is bwrap where it is installed; SandboxUnavailable says what to install."""
+    requested = os.environ.get("CURATE_SANDBOX") or requested
+    if requested not in EXECUTORS:
+        raise SandboxUnavailable(f"unknown sandbox executor '{requested}'; executors: {', '.join(EXECUTORS)}")
+    if requested in ("auto", "bwrap") and shutil.which("bwrap"):
+        return "bwrap"
+    if requested == "container" and not os.environ.get("CURATE_SANDBOX_CONTAINER"):
+        raise SandboxUnavailable("executor 'container' needs $CURATE_SANDBOX_CONTAINER, a `docker run -i ...` line "
+                                 "(README, 'Code studies')")
+    if requested in ("auto", "bwrap"):
+        raise SandboxUnavailable("running generated code needs bubblewrap for isolation, and `bwrap` is not "
+                                 "installed: `apt-get install bubblewrap` (Debian/Ubuntu), or set execution.executor: "
+                                 "container (with $CURATE_SANDBOX_CONTAINER), or execution.executor: process to accept "
+                                 "plain processes with limits and an audit hook only (weaker; README, 'Code studies')")
+    return requested
+
+
+def execute(program: "Program | str", limits: Limits = Limits()) -> Outcome:
+    """Run one program isolated; every failure of the program is an Outcome, never an exception."""
+    job = program if isinstance(program, Program) else Program(program)
+    name = executor_name(limits.executor)
+    with tempfile.TemporaryDirectory(prefix="curate-exec-") as tmp:
+        sides = {role: sandbox_exec.start(name, role, Path(tmp) / role, limits) for role in ("solution", "driver")}
         try:
-            proc = subprocess.Popen([sys.executable, "-I", "-S", str(RUNNER), str(write_end),
-                                     json.dumps(limits.runner_args())], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=errors, cwd=work, env=env,
-                                    pass_fds=(write_end,), start_new_session=True)
+            base = {"limits": limits.runner_args(), "isolate_network": name == "process"}
+            result = _relay(sides, {**base, "source": job.solution},
+                            {**base, "tests": job.tests, "context": job.context, "entry_point": job.entry_point},
+                            time.monotonic() + limits.timeout_s + START_S)
         finally:
-            os.close(write_end)
-        with os.fdopen(read_end, "rb") as result_pipe:
-            try:
-                proc.communicate(program.encode(), timeout=limits.timeout_s + 1.0)  # + the interpreter's start
-            except subprocess.TimeoutExpired:
-                return Outcome("timeout", f"killed after {limits.timeout_s:g} s (wall clock)")
-            finally:
-                _kill(proc)  # the program, or anything it left in its process group
-            raw = result_pipe.read()
-        errors.seek(max(0, errors.seek(0, os.SEEK_END) - 2000))
-        stderr = errors.read().decode(errors="replace").strip().splitlines()[-1:]
+            for side in sides.values():
+                side.kill()
+        if result is not None and result.get("ended"):
+            result["detail"] += f" ({sides['driver'].last_error() or 'no message'})"
+    if result is None:
+        return Outcome("timeout", f"killed after {limits.timeout_s:g} s (wall clock)", sides["driver"].network)
+    kind = result.get("kind") if result.get("kind") in KINDS else "crash"
+    network = sides["driver"].network or str(result.get("network", ""))
+    return Outcome(kind, str(result.get("detail", ""))[:300], network)
+
+
+def _frame(message: dict) -> bytes:
+    data = json.dumps(message).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def _writer(fd: int) -> "queue.Queue[bytes | None]":
+    """A thread writing queued bytes to a child's stdin, so a child that stops reading never blocks this one."""
+    pending: "queue.Queue[bytes | None]" = queue.Queue()
+
+    def run() -> None:
+        try:
+            while (chunk := pending.get()) is not None:
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+        except OSError:
+            pass  # the child is gone
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=run, daemon=True).start()
+    return pending
+
+
+def _relay(sides: dict, solution_job: dict, driver_job: dict, deadline: float) -> "dict | None":
+    """Pass the solution's bytes to the driver and the driver's calls to the solution until the driver reports
+    its result (returned), or the deadline (None)."""
+    to_solution, to_driver = (_writer(sides[r].stdin) for r in ("solution", "driver"))
+    to_solution.put(_frame(solution_job))
+    to_driver.put(_frame(driver_job))
+    selector = selectors.DefaultSelector()
+    for role in ("solution", "driver"):
+        os.set_blocking(sides[role].stdout, False)
+        selector.register(sides[role].stdout, selectors.EVENT_READ, role)
+    from_driver, relayed = b"", 0
     try:
-        found = json.loads(raw)
-        return Outcome(found["kind"] if found.get("kind") in KINDS else "crash", found.get("detail", ""),
-                       found.get("network", ""))
-    except (ValueError, AttributeError, TypeError):
-        pass  # no outcome from the runner (killed, or the program broke the pipe): judged by exit status below
-    code = proc.returncode
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        kind = "timeout" if -code == signal.SIGXCPU else "crash"
-        return Outcome(kind, f"killed by {name}" + (" (CPU-time limit)" if -code == signal.SIGXCPU else ""))
-    memory = any("memory" in line.lower() for line in stderr)
-    return Outcome("memory" if memory else "crash", f"exit {code}" + (f": {stderr[0][:200]}" if stderr else ""))
+        while (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:  # that side closed its output: it exited
+                    selector.unregister(key.fd)
+                    if key.data == "driver":
+                        return {"kind": "crash", "detail": "the test driver ended without a result", "ended": True}
+                    to_driver.put(None)  # the driver then sees the solution gone
+                elif key.data == "solution":
+                    relayed += len(chunk)
+                    to_driver.put(chunk if relayed <= MAX_RELAYED else None)
+                else:
+                    from_driver += chunk
+                    while len(from_driver) >= 4:
+                        size = struct.unpack(">I", from_driver[:4])[0]
+                        if size > MAX_FRAME:
+                            return {"kind": "crash", "detail": f"the test driver sent a frame of {size} bytes"}
+                        if len(from_driver) < 4 + size:
+                            break
+                        message, from_driver = json.loads(from_driver[4:4 + size]), from_driver[4 + size:]
+                        if "result" in message:
+                            return message["result"] if isinstance(message["result"], dict) else {}
+                        to_solution.put(_frame(message["msg"]))
+        return None
+    finally:
+        selector.close()
+        to_solution.put(None)
+        to_driver.put(None)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is gone already
-    proc.wait()
-
-
-def execute_many(programs: list[str], limits: Limits = Limits(), parallel: int = 2) -> list[Outcome]:
-    """execute() for each program, `parallel` sandbox processes at a time, results in the programs' order."""
+def execute_many(programs: "list[Program | str]", limits: Limits = Limits(), parallel: int = 2) -> list[Outcome]:
+    """execute() for each program, `parallel` programs at a time, results in the programs' order."""
     if not programs:
         return []
+    executor_name(limits.executor)  # a missing executor is one clear error, not one per program
     with ThreadPoolExecutor(max(1, parallel)) as pool:
         return list(pool.map(lambda p: execute(p, limits), programs))

@@ -1,6 +1,7 @@
 """HumanEval and MBPP problems -> the code task's rows: {id, prompt, solution, test, entry_point}.
 
-prompt + solution + "\n\n" + test is a complete program that raises on a wrong answer; a model is trained on
+prompt + solution + "\n\n" + test is a complete program that raises on a wrong answer (the sandbox runs the
+tests apart from the solution, calling its entry point across processes); a model is trained on
 prompt -> solution and asked to continue the prompt.
 
 - HumanEval: the prompt (imports, signature, docstring with examples) and canonical solution as they are; the test is
@@ -89,9 +90,11 @@ def mbpp(records: list[dict]) -> Converted:
 CONVERTERS = {"humaneval": humaneval, "mbpp": mbpp}
 
 
-def program(prompt: str, completion: str, test: str) -> str:
-    """The program the sandbox runs: the prompt, the model's (or the reference) completion, then the tests."""
-    return f"{prompt}{completion}\n\n{test}"
+def program(row: dict, completion: str) -> dict:
+    """What the sandbox runs (tasks.backends.sandbox.Program): the prompt with the model's (or the reference)
+    completion as the untrusted solution; the tests, with the prompt as their trusted context, as the judge."""
+    return {"solution": f"{row['prompt']}{completion}\n", "tests": row.get("test", ""), "context": row["prompt"],
+            "entry_point": row.get("entry_point", "")}
 
 
 def id_number(row_id: str) -> int:

@@ -75,7 +75,13 @@ class Execution(Strict):
     timeout_s: float = Field(5.0, gt=0, le=120, description="Wall-clock limit per program (its tests included); "
                              "the CPU-time limit is the same number of seconds.")
     memory_mb: int = Field(512, ge=64, description="Address-space limit per program.")
-    parallel: int = Field(2, ge=1, le=64, description="Sandbox processes at once per worker.")
+    parallel: int = Field(2, ge=1, le=64, description="Programs run at once per worker (two sandboxed processes "
+                          "each: the solution, and the tests that judge it).")
+    executor: Literal["auto", "bwrap", "container", "process"] = Field(
+        "auto", description="What isolates the code: 'bwrap' (bubblewrap: own PID, mount and network namespaces, "
+        "read-only system, user nobody, seccomp), 'container' (the `docker run -i ...` line in "
+        "$CURATE_SANDBOX_CONTAINER), 'process' (limits and an audit hook only: weaker), 'auto' = bwrap, refused "
+        "when it is not installed. $CURATE_SANDBOX overrides it on a worker.")
     reference_failures: Literal["refuse", "drop"] = Field(
         "refuse", description="A benchmark problem whose reference solution fails its own tests: 'refuse' the study "
         "(listing the ids) or 'drop' the problem (reported). It is never counted.")
@@ -136,8 +142,9 @@ def check_generation(field: str, value, data: dict):
     kind = tasktypes.get(task)
     if field == "allow_code_execution" and task == "code" and not value:
         raise ValueError("task 'code' runs the model's generated code against the tests: the study must say "
-                         "allow_code_execution: true (it runs in a sandbox: a separate process per sample with time, "
-                         "memory and file limits and no network; README, 'Code studies, judges and gates')")
+                         "allow_code_execution: true (it runs isolated: bubblewrap namespaces, a read-only system, "
+                         "user nobody, time and memory limits, no network, the outcome judged outside the process "
+                         "that runs it; README, 'Code studies')")
     metrics = [*(data.get("metrics") or []), data.get("primary_metric") or ""]
     ks = [int(m.rsplit("_", 1)[1]) for m in metrics if m.startswith("pass_at_")]
     if field == "execution" and ks and max(ks) > value.samples:

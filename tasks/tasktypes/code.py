@@ -4,7 +4,8 @@ Rows: {id, prompt, solution, test, entry_point} (`curate convert humaneval|mbpp`
 Training: prompt -> solution. Scoring: the reference solution's log-probability (`token_logprob` per token, the
 continuous metric), and n generated completions per problem (greedy for n = 1, sampled with the study's temperature
 otherwise), each cut at the next top-level statement and run with the problem's tests in the sandbox
-(tasks.backends.sandbox: a separate process per sample, limits, no network; never in this process). pass@k is the
+(tasks.backends.sandbox: the completion in one isolated process, the tests that judge it in another; never in this
+process). pass@k is the
 unbiased estimator of Chen et al. (2021) per problem, averaged. Each sample's outcome kind (passed, syntax_error,
 assertion, timeout, memory, forbidden, crash) is kept per example and counted per point (`exec_<kind>`).
 
@@ -75,12 +76,13 @@ class Code(TaskType):
         ks = sorted({int(m.rsplit("_", 1)[1]) for m in study.metric_names if m.startswith("pass_at_")} or {1})
         return {"execution": {"allowed": study.allow_code_execution, "samples": e.samples, "temperature": e.temperature,
                               "top_p": e.top_p, "timeout_s": e.timeout_s, "memory_mb": e.memory_mb,
-                              "parallel": e.parallel, "reference_failures": e.reference_failures, "k": ks}}
+                              "parallel": e.parallel, "reference_failures": e.reference_failures, "k": ks,
+                              "executor": e.executor}}
 
     @staticmethod
     def limits(context: dict) -> sandbox.Limits:
         e = context["execution"]
-        return sandbox.Limits(timeout_s=e["timeout_s"], memory_mb=e["memory_mb"])
+        return sandbox.Limits(timeout_s=e["timeout_s"], memory_mb=e["memory_mb"], executor=e.get("executor", "auto"))
 
     def check(self, rows, context, origin, entry=None):
         """The benchmark: every problem has tests, and its reference solution passes them (run in the sandbox)."""
@@ -93,7 +95,11 @@ class Code(TaskType):
         e = context["execution"]
         if not e["allowed"]:
             return rows, []  # the study's own check already says allow_code_execution is off
-        outcomes = sandbox.execute_many([codeconvert.program(r["prompt"], r["solution"], r["test"]) for r in rows],
+        try:
+            sandbox.executor_name(self.limits(context).executor)
+        except sandbox.SandboxUnavailable as err:
+            return rows, [f"{origin}: {err}"]
+        outcomes = sandbox.execute_many([sandbox.Program(**codeconvert.program(r, r["solution"])) for r in rows],
                                         self.limits(context), e["parallel"])
         failed = [(r["id"], o) for r, o in zip(rows, outcomes) if not o.passed]
         if not failed:
@@ -130,7 +136,7 @@ class Code(TaskType):
         drawn = scorer.samples(prompts, n=e["samples"], temperature=e["temperature"] if e["samples"] > 1 else 0.0,
                                top_p=e["top_p"], stop=STOP)
         completions = [[cut(t) for t in texts] for texts in drawn]
-        programs = [codeconvert.program(r["prompt"], c, r["test"]) for r, cs in zip(rows, completions) for c in cs]
+        programs = [sandbox.Program(**codeconvert.program(r, c)) for r, cs in zip(rows, completions) for c in cs]
         outcomes = iter(sandbox.execute_many(programs, self.limits(context), e["parallel"]))
         records = []
         for r, ((logp, tokens),), cs in zip(rows, scored, completions):
