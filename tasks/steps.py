@@ -105,7 +105,8 @@ def open_study_run(study: Study, inputs: Inputs, uri: str) -> str:
     params = {**tracking.model_params(study), tracking.CONTEXT: tracking.context_param(inputs.context),
               tracking.BENCHMARK_ROWS: len(read_jsonl(Path(inputs.benchmark)))}
     tags = {tracking.STUDY: study.name, tracking.STUDY_FP: fingerprint(study.model_dump(mode="json")),
-            tracking.CATALOG_FP: fingerprint([a.model_dump() for a in inputs.arms])}
+            tracking.CATALOG_FP: fingerprint([a.model_dump() for a in inputs.arms]),
+            **({tracking.WARNINGS: "\n".join(inputs.warnings)[:5000]} if inputs.warnings else {})}
     run_id = tracking.start_run(uri, exp, study.name, tags=tags, params=params, owner=resume.owner_tags())
     tracking.log_metrics(uri, run_id, {f"d0_contamination_{k}": v for k, v in inputs.d0_contamination.items()})
     spec = study.output_path / "study.resolved.json"

@@ -238,6 +238,7 @@ def test_the_seccomp_filter_is_well_formed():
 
 def test_a_missing_executor_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CURATE_SANDBOX", raising=False)
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
         sandbox.execute_many(["assert True\n"], LIMITS)
     with pytest.raises(sandbox.SandboxUnavailable, match="unknown sandbox executor 'vm'; executors: auto, bwrap"):

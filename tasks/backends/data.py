@@ -94,8 +94,13 @@ def check_jsonl(path: Path) -> int:
     """Fail on the first malformed line, naming file and line (datasets' own error does not); return the row count."""
     opener = gzip.open if path.name.endswith(".gz") else open
     rows = 0
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); JSONL files are UTF-8, one JSON object per line") from None
             if not line.strip():
                 continue
             try:

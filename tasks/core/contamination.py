@@ -1,6 +1,7 @@
 """Benchmark contamination: training rows that are exact or near copies of benchmark items. Plain functions.
 
-Texts are normalized (Unicode NFKC, lower case, punctuation -> space) and split into words. Two texts
+Texts are normalized (Unicode NFKC, format characters such as zero-width spaces and joiners removed, case folded,
+accents removed, punctuation -> space) and split into words, so invisible characters cannot hide a copy. Two texts
 are *near duplicates* when they share a run of N consecutive words (N = 13, the GPT-3 / Llama check),
 or when the shorter one, between MIN_WORDS and N words long, appears whole inside the other. Texts
 shorter than MIN_WORDS words are only compared exactly: a 4-word phrase occurring inside a review is
@@ -16,8 +17,20 @@ MIN_WORDS = 8
 _NON_WORD = re.compile(r"[\W_]+")
 
 
+def normal(text: str) -> str:
+    """The text as compared: NFKC, no format (Cf) characters, case folded, no combining marks."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf").casefold()
+    return unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", text)
+                                                if unicodedata.category(c) != "Mn"))
+
+
 def words(text: str) -> tuple[str, ...]:
-    return tuple(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split())
+    return tuple(_NON_WORD.sub(" ", normal(text)).split())
+
+
+def copies(texts: list[str], of: set[tuple[str, ...]]) -> int:
+    """How many of `texts` equal (after normalization) one of the word tuples `of`: a candidate's copies of D0."""
+    return sum(words(t) in of for t in texts)
 
 
 def _grams(ws: tuple, n: int):

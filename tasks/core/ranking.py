@@ -240,7 +240,7 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
     pct = f"{round(r.confidence * 100)}%"
     header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
               "delta_vs_control", f"delta {pct} interval", "sig", "mde", "p_best", "contaminated", "removed", "rows",
-              "duplicates", "tokens_p50", "method", *(["gates"] if r.gates else [])]
+              "duplicates", "d0_copies", "tokens_p50", "method", *(["gates"] if r.gates else [])]
     body = []
     for row in r.rows:
         prof = row.profile
@@ -253,6 +253,7 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
                      "" if row.mde is None else f"{row.mde:.4f}",
                      "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
                      str(prof.get("removed", "")), str(prof.get("rows", "")), str(prof.get("duplicates", "")),
+                     str(prof.get("d0_copies", "")),
                      str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else ""),
                      *([gate_summary(row.gates)] if r.gates else [])])
     return header, body

@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan pass a float field's bounds (learning_rate: .inf > 0) and then fail every point: refuse them here
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Ranking(Strict):

@@ -58,6 +58,9 @@ class Benchmark(Strict):
                                 "(chosen with the study seed) as the benchmark; they are removed from D0.")
     sample: int | None = Field(None, gt=0, description="Evaluate on a fixed sample of this many benchmark rows "
                                "(drawn once with the study seed); empty: every row.")
+    allow_one_class: bool = Field(False, description="Classification: accept a benchmark whose rows all have one "
+                                  "label. Off: refused, since accuracy then measures how often a model says that "
+                                  "label (its bias), not its skill.")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -85,20 +88,21 @@ class Training(Strict):
     dpo_beta: float = Field(0.1, gt=0, description="DPO only: the KL strength beta, also the scale of the implicit "
                             "reward the benchmark reports.")
 
-    epochs: float = Field(1.0, gt=0, description="Passes over each mixture (ignored when max_steps is set).")
+    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over each mixture (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Fixed number of optimizer steps per point.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (linear decay, no warm-up).")
-    batch_size: int = Field(8, gt=0, description="Examples per optimizer step.")
-    max_length: int = Field(128, ge=16, description="Tokens per example; the input text is shortened to fit, "
+    batch_size: int = Field(8, gt=0, le=65536, description="Examples per optimizer step (at most the largest "
+                            "mixture size).")
+    max_length: int = Field(128, ge=16, le=131072, description="Tokens per example; the input text is shortened to fit, "
                             "the answer is never cut.")
     lora: Lora = Field(default_factory=Lora, description="LoRA adapter settings.")
     quantization: Literal["auto", "none", "4bit"] = Field("auto", description="'auto': QLoRA 4-bit when CUDA "
                                                           "is available, full precision otherwise.")
     bf16: Literal["auto", "true", "false"] = Field("auto", description="bf16 autocast: 'auto' uses it on CUDA "
                                                    "and on CPUs with native bf16 (avx512_bf16/AMX).")
-    threads: int = Field(1, gt=0, description="CPU threads per worker (torch.set_num_threads).")
-    eval_batch_size: int = Field(16, gt=0, description="Benchmark examples per forward pass.")
-    max_new_tokens: int = Field(32, gt=0, description="Generation budget (extractive QA answers, generated-answer "
+    threads: int = Field(1, gt=0, le=1024, description="CPU threads per worker (torch.set_num_threads).")
+    eval_batch_size: int = Field(16, gt=0, le=65536, description="Benchmark examples per forward pass.")
+    max_new_tokens: int = Field(32, gt=0, le=32768, description="Generation budget (extractive QA answers, generated-answer "
                                 "metrics of instruction studies).")
 
 
@@ -152,7 +156,7 @@ class Study(Strict):
     candidates: list[str] = Field(description="Catalog entry names to try (the control arm always runs).")
     mixture: Mixture = Field(description="Mixture sizes and D0 share.")
     target_size: int = Field(gt=0, description="The training size you plan to use: the ranking predicts here.")
-    seed: int = Field(0, description="Seed for the benchmark hold-out, the D0 rows of each mixture, and the "
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed for the benchmark hold-out, the D0 rows of each mixture, and the "
                       "first seed of every point.")
     seeds: int = Field(1, ge=1, le=20, description="Seeds per point (seed, seed+1, ...): each varies data order, "
                        "adapter init and the rows drawn from the candidate, and is its own MLflow point run.")
@@ -247,6 +251,17 @@ class Study(Strict):
             hint = ("set task: preference (rows with prompt/chosen/rejected)" if wanted == "dpo" else
                     f"task {self.task} trains with {task.method}; drop training.method or set it to {task.method}")
             raise ValueError(f"training.method: {wanted} does not fit task {self.task}: {hint}")
+        return self
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        largest = max(self.mixture.sizes)
+        if self.target_size < largest:
+            raise ValueError(f"target_size {self.target_size} is below the largest mixture size {largest}: the ranking "
+                             f"predicts at the size you plan to train at; set target_size: {largest} or more")
+        if self.training.batch_size > largest:
+            raise ValueError(f"training.batch_size {self.training.batch_size} is larger than the largest mixture "
+                             f"({largest} rows): no point could fill one optimizer step; use at most {largest}")
         return self
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """Check a study against its catalog, data and model — every problem at once, before any compute —
 and write the normalized data files the flow passes around by path."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ class Inputs(BaseModel):
     context: dict  # what the task type derived from D0 (classification: its label set)
     arms: list[Arm]
     d0_contamination: dict = {}
+    warnings: list[str] = []  # shown by validate and run, and recorded on the study run (tag curate.warnings)
 
     def arm(self, name: str) -> Arm:
         found = next((a for a in self.arms if a.name == name), None)
@@ -124,6 +126,7 @@ def _profile(rows: list[dict], task: str, counts: dict, license: str) -> dict:
     checked = counts.get("checked") or len(rows)
     return {"rows": len(rows), "duplicates": dups, **kind.profile(rows), "license": license,
             "contaminated": counts.get("exact", 0) + counts.get("near", 0), "removed": counts.get("removed", 0),
+            **({"d0_copies": counts["d0_copies"]} if "d0_copies" in counts else {}),
             "removed_share": round(counts.get("removed", 0) / max(checked, 1), 4)}
 
 
@@ -190,9 +193,13 @@ def check_study(study: Study, write: bool = True) -> Inputs:
                 d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
             except NotImplementedError as err:
                 problems.append(f"base.label_noise: {err}")
+    warnings = _warnings(study, problems)
     if bench is not None and context is not None:
         bench, found = kind.check(bench, context, "benchmark")
         problems += found
+        found, warned = kind.audit(d0, bench, context, study.benchmark.allow_one_class)
+        problems, warnings = problems + found, warnings + warned
+    d0_words = {contamination.words(kind.text(r)) for r in d0 or []}
     exemplars = fewshot.draw(study, lambda ref, origin: _load(ref, study.task, origin, problems), problems)
     shots = fewshot.index(exemplars, study.task, study.contamination.ngram)
     if exemplars and context is not None:
@@ -223,6 +230,11 @@ def check_study(study: Study, write: bool = True) -> Inputs:
                     problems.append(f"{origin}: label_noise: {err} (use it on classification or math entries)")
         if index is not None:
             rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems, shots)
+            contam[entry.name]["d0_copies"] = copied = contamination.copies([kind.text(r) for r in rows], d0_words)
+            if copied:
+                warnings.append(f"candidate '{entry.name}': {copied} of {len(rows)} rows are copies of D0 rows"
+                                f"{' (all of them: it is D0 again)' if copied == len(rows) else ''}; it adds "
+                                f"{len(rows) - copied} new rows (the ranking shows d0_copies)")
         cand_rows[entry.name] = rows
         if d0 is not None:
             _check_sizes(len(d0), len(rows), study, entry.name, problems)
@@ -237,7 +249,19 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
     fewshot.check({CONTROL: d0, **cand_rows, **placebos}, exemplars, study.task)
-    return _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos)
+    return _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos, warnings)
+
+
+def _warnings(study: Study, problems: list[str]) -> list[str]:
+    """The study's own settings: an output_dir that cannot be a writable folder is a problem; remote code a warning."""
+    out = study.output_path
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        problems.append(f"output_dir: '{existing}' is a file, not a folder (output_dir: {study.output_dir})")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"output_dir: '{existing}' is not writable by this user (output_dir: {study.output_dir})")
+    return ([f"model.trust_remote_code: true: Python code shipped with '{study.model.source}' runs in this process "
+             f"and on every worker, unsandboxed; recorded on the study run"] if study.model.trust_remote_code else [])
 
 
 def _placebos(d0: list[dict], study: Study, problems: list[str]) -> dict[str, list[dict]]:
@@ -256,7 +280,7 @@ def _placebos(d0: list[dict], study: Study, problems: list[str]) -> dict[str, li
             for k in range(1, study.noise.placebos + 1)}
 
 
-def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos) -> Inputs:
+def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos, warnings) -> Inputs:
     folder = study.output_path / "data"
     paths = {"d0": folder / "d0.jsonl", "benchmark": folder / "benchmark.jsonl"}
     files = [(paths["d0"], d0), (paths["benchmark"], bench)]
@@ -279,7 +303,7 @@ def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebo
                         profile=_profile(rows, study.task, d0_counts, "(your data: placebo)")))
     inputs = Inputs(study_fingerprint=data_fingerprint(study), d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0),
                     benchmark=str(paths["benchmark"]), benchmark_fingerprint=fingerprint(bench), context=context,
-                    arms=arms, d0_contamination=d0_counts)
+                    arms=arms, d0_contamination=d0_counts, warnings=warnings)
     if write:
         for path, rows in files:
             write_jsonl(rows, path)

@@ -96,6 +96,12 @@ class TaskType:
         """A candidate or the benchmark against D0's context: (rows, possibly remapped; problems)."""
         return rows, []
 
+    def audit(self, d0: list[dict], bench: list[dict], context: dict, allow_one_class: bool = False) \
+            -> tuple[list[str], list[str]]:
+        """D0 and the benchmark together, before compute: (problems that refuse the study, warnings shown and
+        recorded on the study run), e.g. labels outside the label set, a one-class benchmark."""
+        return [], []
+
     def label_noise(self, rows: list[dict], share: float, seed: int, context: dict) -> list[dict]:
         """Rows with a fixed share of their answers replaced (known-truth studies); only task types with labels."""
         raise NotImplementedError(f"task type '{self.name}' has no labels to add noise to")

@@ -1,8 +1,14 @@
 """Classification: text -> one label of D0's label set, scored by label log-likelihood (no parsing of generations)."""
 
+import re
+
 import numpy as np
 
 from tasks.tasktypes.base import TaskType
+
+
+NUMBER = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
+SKEW = 0.8  # a benchmark's majority label share above this (and far above D0's) is reported
 
 
 class Classification(TaskType):
@@ -17,6 +23,14 @@ class Classification(TaskType):
 
     def normalize(self, row, ref, origin, index):
         label = row["label"]
+        if label is None or (isinstance(label, str) and not label.strip()):
+            self.fail(origin, index, "no label")
+        if isinstance(label, float):  # CSV and parquet exports often write 0.0/1.0 for integer labels
+            if not label.is_integer():
+                self.fail(origin, index, f"label {label} is a fraction; labels are names or whole-number ids")
+            label = int(label)
+        if ref.label_names and isinstance(label, str) and label not in ref.label_names and NUMBER.fullmatch(label):
+            label = int(float(label))  # '1' or '1.0' read from a text column: an id, as the label_names say
         if ref.label_names and isinstance(label, int) and not isinstance(label, bool):
             if not 0 <= label < len(ref.label_names):
                 self.fail(origin, index, f"label {label} has no name in label_names ({len(ref.label_names)} names: "
@@ -39,6 +53,33 @@ class Classification(TaskType):
             return rows, [f"{origin}: labels outside D0's label set: {', '.join(outside)}; D0 labels: "
                           f"{', '.join(labels)} (map them with label_map in the catalog entry, or label_names)"]
         return rows, []
+
+    def audit(self, d0, bench, context, allow_one_class=False):
+        """D0 against its own label set; a benchmark of one class is refused, one far more skewed than D0 reported."""
+        labels, problems, warnings = context["labels"], [], []
+        outside = [(i, r["label"]) for i, r in enumerate(d0) if r["label"] not in labels]
+        if outside:
+            problems.append(f"D0 (base): {len(outside)} rows have labels outside label_names, e.g. row {outside[0][0]}: "
+                            f"'{outside[0][1]}'; label_names: {', '.join(labels)}")
+        for what, rows in (("benchmark", bench), ("D0 (base)", d0)):
+            counts = self.profile(rows)["labels"]
+            top, n = max(counts.items(), key=lambda kv: kv[1])
+            if len(counts) == 1 and len(labels) > 1:
+                why = (f"{what}: all {n} rows have the label '{top}': accuracy would measure how often a model says "
+                       f"'{top}' (its bias), not its skill, and a label-flipped candidate could rank anywhere. A slice "
+                       f"of a file sorted by label (train[:300]) is the usual cause; sample the whole split instead "
+                       f"(benchmark.sample)")
+                if what == "benchmark" and not allow_one_class:
+                    problems.append(why + ", or set benchmark.allow_one_class: true if one class is what you test")
+                else:
+                    warnings.append(why)
+            elif what == "benchmark" and n / len(rows) > SKEW:
+                base = self.profile(d0)["labels"].get(top, 0) / max(len(d0), 1)
+                if n / len(rows) > base + 0.25:
+                    warnings.append(f"benchmark: {n / len(rows):.0%} of its rows have the label '{top}' (D0: "
+                                    f"{base:.0%}): accuracy rewards saying '{top}'; macro_f1 and gold_logprob "
+                                    f"depend less on that bias")
+        return problems, warnings
 
     def label_noise(self, rows, share, seed, context):
         return _with_noise(rows, share, seed, context["labels"])
