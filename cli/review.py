@@ -99,22 +99,33 @@ def summary(db: str = typer.Option(None, help=DB_HELP)):
 def serve(host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
           port: int = typer.Option(8765, help="Port."),
           token: str = typer.Option(None, envvar="CURATE_REVIEW_TOKEN", help="Required on every request when bound "
-                                    "beyond loopback (default: a new random one, printed)."),
+                                    "beyond loopback (default: a new random one, printed). Per reviewer: "
+                                    "'ana=TOKEN1,ben=TOKEN2' binds each name to its token."),
+          allow_host: list[str] = typer.Option(None, help="Host names the page answers as when bound beyond "
+                                               "loopback (default: any; the token guards it)."),
           db: str = typer.Option(None, help=DB_HELP)):
     """The review page: a queue of failure cards to correct, discard or flag, with filters and a per-run summary."""
     import secrets
 
     import uvicorn
 
-    from tasks.ops.reviewpage import create_app
+    from tasks.ops.reviewpage import LOOPBACK, create_app
 
-    loopback = host in ("127.0.0.1", "localhost", "::1")
+    loopback = host in LOOPBACK
     if not loopback and not token:
         token = secrets.token_urlsafe(18)
+    guard: str | dict[str, str] | None = token
+    if token and "=" in token:
+        pairs = [p.split("=", 1) for p in token.split(",") if p.strip()]
+        if any(len(p) != 2 or not p[0].strip() or len(p[1].strip()) < 12 for p in pairs):
+            fail(WorkbenchError("--token: write NAME=TOKEN pairs separated by commas, each token 12 characters or more"))
+        guard = {t.strip(): n.strip() for n, t in pairs}
     store = _open(db)
-    address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-    console.print(f"review page: {address}  (store: {store.url}; Ctrl-C stops it)")
-    uvicorn.run(create_app(store, token, getpass.getuser()), host=host, port=port, log_level="warning")
+    hosts = LOOPBACK if loopback else (tuple(h.lower() for h in allow_host) if allow_host else None)
+    shown = f"?token={token}" if token and not isinstance(guard, dict) else ""
+    console.print(f"review page: http://{host}:{port}/{shown}  (store: {store.url}; Ctrl-C stops it)"
+                  + ("; each reviewer opens it with their own ?token=" if isinstance(guard, dict) else ""))
+    uvicorn.run(create_app(store, guard, getpass.getuser(), hosts), host=host, port=port, log_level="warning")
 
 
 @review_app.command("export")

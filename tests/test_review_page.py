@@ -105,11 +105,13 @@ def test_a_page_beyond_loopback_needs_the_token(tmp_path):
 
     from tasks.ops.reviewpage import create_app
 
-    client = TestClient(create_app(ReviewStore(f"sqlite:///{tmp_path / 'r.db'}"), "s3cret"))
+    client = TestClient(create_app(ReviewStore(f"sqlite:///{tmp_path / 'r.db'}"), "s3cret", hosts=None))
     assert client.get("/").status_code == 401 and client.get("/?token=wrong").status_code == 401
     assert client.get("/?token=s3cret").status_code == 200
     assert client.get("/").status_code == 200  # kept in a cookie after the first visit
-    moved = client.post("/reviewer", data={"reviewer": "ana", "back": "//evil.example/"}, follow_redirects=False)
+    csrf = client.get("/").text.split('name="csrf" value="')[1].split('"')[0]
+    moved = client.post("/reviewer", data={"reviewer": "ana", "back": "//evil.example/", "csrf": csrf},
+                        follow_redirects=False)
     assert moved.status_code == 303 and moved.headers["location"] == "/"  # never redirected off the page
 
 
@@ -130,6 +132,76 @@ def test_a_long_queue_shows_the_worst_first_and_says_how_many_are_left(tmp_path,
     store = ReviewStore(f"sqlite:///{tmp_path / 'r.db'}")
     store.add([SftCandidate(**_record(i, quality_score=i / 10)) for i in range(1, 6)], "importer")
     monkeypatch.setattr(reviewpage, "SHOWN", 2)
-    html = TestClient(reviewpage.create_app(store)).get("/").text
+    html = TestClient(reviewpage.create_app(store), base_url="http://127.0.0.1").get("/").text
     assert "5 record(s), the first 2 shown" in " ".join(html.split())
     assert html.count('<article class="card"') == 2 and 'data-id="rec-1"' in html and 'data-id="rec-3"' not in html
+
+
+# ---- the page accepts only its own forms (issue 25) --------------------------------------------------------------
+def _client(tmp_path, token=None, hosts=("127.0.0.1", "localhost", "::1")):
+    from fastapi.testclient import TestClient
+
+    from tasks.ops.reviewpage import create_app
+
+    store = ReviewStore(f"sqlite:///{tmp_path / 'r.db'}")
+    store.add([SftCandidate(**_record(i)) for i in (1, 2)], "importer")
+    return store, TestClient(create_app(store, token, "tester", hosts), base_url="http://127.0.0.1:8765")
+
+
+def _csrf(client, query="") -> str:
+    return client.get("/" + query).text.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_a_post_without_the_pages_csrf_token_is_refused(tmp_path):
+    store, client = _client(tmp_path)
+    approve = {"action": "approve", "version": "1", "correction": "injected", "back": "/"}
+    for form in (approve, {**approve, "csrf": "guessed"}):  # what another site's page can send
+        refused = client.post("/records/rec-1", data=form, follow_redirects=False)
+        assert refused.status_code == 403 and "not from this page" in refused.text
+    assert client.post("/reviewer", data={"reviewer": "mallory"}, follow_redirects=False).status_code == 403
+    assert store.get("rec-1")["status"] == "needs_review" and store.get("rec-1")["corrected_response"] is None
+    done = client.post("/records/rec-1", data={**approve, "correction": "right", "csrf": _csrf(client)},
+                       follow_redirects=False)
+    assert done.status_code == 303 and store.get("rec-1")["status"] == "approved"  # the page's own form works
+
+
+def test_another_host_or_origin_is_refused(tmp_path):
+    store, client = _client(tmp_path)
+    rebound = client.get("/", headers={"host": "attacker.example:8765"})  # DNS rebinding to 127.0.0.1
+    assert rebound.status_code == 403 and "answers only as" in rebound.text
+    csrf = _csrf(client)
+    form = {"action": "discard", "version": "1", "csrf": csrf}
+    cross = client.post("/records/rec-2", data=form, headers={"origin": "https://evil.example"}, follow_redirects=False)
+    assert cross.status_code == 403 and store.get("rec-2")["status"] == "needs_review"
+    same = client.post("/records/rec-2", data=form, headers={"origin": "http://127.0.0.1:8765"}, follow_redirects=False)
+    assert same.status_code == 303 and store.get("rec-2")["status"] == "discarded"
+    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+
+
+def test_a_reviewer_token_fixes_the_name(tmp_path):
+    store, client = _client(tmp_path, {"tok-ana-123456": "ana", "tok-ben-123456": "ben"}, hosts=None)
+    assert client.get("/?token=nope").status_code == 401
+    csrf = _csrf(client, "?token=tok-ben-123456")
+    assert client.post("/reviewer", data={"reviewer": "ana", "csrf": csrf}, follow_redirects=False).status_code == 400
+    client.post("/records/rec-1", data={"action": "approve", "version": "1", "correction": "x", "csrf": csrf})
+    assert store.get("rec-1")["updated_by"] == "ben"  # from the token, not a cookie
+
+
+def test_imports_cannot_approve_and_ids_are_a_safe_alphabet(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    db = f"sqlite:///{tmp_path / 'review.db'}"
+    bad = tmp_path / "sft_candidates.jsonl"
+    bad.write_text(json.dumps(_record(1, status="approved", corrected_response="mine")) + "\n"
+                   + json.dumps(_record(2, id="a/../b")) + "\n" + json.dumps(_record(3, id="x y")) + "\n")
+    result = CliRunner().invoke(app, ["review", "import", str(bad), "--db", db])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2 and "3 problem(s), nothing imported" in out
+    assert f"{bad}:1: status: 'approved': imported records enter as needs_review" in out
+    assert f"{bad}:2: id: String should match pattern" in out and f"{bad}:3: id:" in out
+    with pytest.raises(Exception, match="enter the store as needs_review"):
+        ReviewStore(db).add([SftCandidate(**_record(4, status="approved"))], "x")

@@ -109,6 +109,10 @@ class ReviewStore:
     def add(self, records: list[SftCandidate], who: str) -> tuple[int, int]:
         """Insert new records (one transaction); ids already present are skipped. Returns (added, skipped)."""
         added = skipped = 0
+        claimed = [r.id for r in records if r.status != "needs_review"]
+        if claimed:  # approval is a reviewer's act on the page, never something a file brings along
+            raise WorkbenchError(f"records enter the store as needs_review; {len(claimed)} claim another status, "
+                                 f"e.g. {claimed[0]}")
         with self.engine.begin() as c:
             present = {r for (r,) in c.execute(sa.select(candidates.c.id).where(
                 candidates.c.id.in_([r.id for r in records])))} if records else set()

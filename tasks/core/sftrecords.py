@@ -22,7 +22,8 @@ class SftCandidate(BaseModel):
     """One record of sft_candidates.jsonl."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1)
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$", description="Letters, digits and . _ : @ + = "
+                    "- (no slashes or spaces): the id is part of the review page's addresses.")
     source: str
     benchmark_run_id: str
     timestamp: str

@@ -89,7 +89,11 @@ def read(path: Path) -> list[SftCandidate]:
             if not line.strip():
                 continue
             try:
-                records.append(SftCandidate.model_validate_json(line))
+                record = SftCandidate.model_validate_json(line)
+                if record.status != "needs_review":  # a file cannot approve its own corrections
+                    problems.append(f"{f}:{n}: status: '{record.status}': imported records enter as needs_review "
+                                    f"and are approved on the review page; drop the field or set needs_review")
+                records.append(record)
             except ValidationError as err:
                 for e in err.errors():
                     field = ".".join(map(str, e["loc"])) or "(record)"

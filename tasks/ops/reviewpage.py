@@ -2,11 +2,17 @@
 messages, the model's response, the failure reason, the quality score (red < 0.4, orange < 0.7, yellow otherwise)
 and chips for model and task type; actions write a correction (approve), discard, or flag the model; filters by
 status, task type and benchmark run; a per-run summary. Keyboard: j/k move between cards, c edits the correction,
-a approves, d discards, f flags. Every text is escaped (responses are untrusted model output). Binds to 127.0.0.1;
-elsewhere a token is required (?token=..., then kept in a cookie)."""
+a approves, d discards, f flags. Every text is escaped (responses are untrusted model output).
+
+The page accepts only its own forms: every form carries a CSRF token (random per server start) that a POST must
+return; a request whose Host is not one the page is served as (loopback names when bound to loopback: a DNS-rebinding
+page is refused), or a POST whose Origin is another site, gets 403. Bound to 127.0.0.1 by default, where the
+reviewer's name is self-asserted (a cookie set with the form in the header). Elsewhere a token is required
+(?token=..., then kept in a cookie); with per-reviewer tokens (NAME=TOKEN) the name comes from the token and cannot
+be changed on the page."""
 
 import secrets
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
@@ -48,8 +54,10 @@ PAGE = """<!doctype html>
  <select name="run" aria-label="benchmark run"><option value="">any run</option>
  {% for r in runs %}<option value="{{ r }}" {{ 'selected' if r == filters.run }}>{{ r[:12] }}</option>{% endfor %}</select>
  <button type="submit">Filter</button></form>
+{% if fixed_reviewer %}<span>reviewer {{ reviewer }}</span>{% else %}
 <form method="post" action="/reviewer"><label>reviewer <input name="reviewer" value="{{ reviewer }}" size="10"></label>
- <input type="hidden" name="back" value="{{ back }}"><button type="submit">Set</button></form>
+ <input type="hidden" name="back" value="{{ back }}"><input type="hidden" name="csrf" value="{{ csrf }}">
+ <button type="submit">Set</button></form>{% endif %}
 </header>
 <main><section id="queue">
 {% if notice %}<div class="notice" id="notice">{{ notice }}</div>{% endif %}
@@ -67,6 +75,7 @@ these, to see the rest){% endif %}. Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previou
  <div class="reason">{{ r.failure_reason }}</div>
  <form method="post" action="/records/{{ r.id | urlencode }}">
   <input type="hidden" name="version" value="{{ r.version }}"><input type="hidden" name="back" value="{{ back }}">
+  <input type="hidden" name="csrf" value="{{ csrf }}">
   <textarea name="correction" aria-label="correction" placeholder="the right answer">{{ r.corrected_response or '' }}</textarea>
   <div class="actions"><button name="action" value="approve" class="approve">Approve with correction</button>
   <button name="action" value="discard" class="discard">Discard</button>
@@ -106,19 +115,48 @@ def local(path: str) -> str:
     return path if path.startswith("/") and not path.startswith("//") else "/"
 
 
-def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "reviewer") -> FastAPI:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def host_of(value: str) -> str:
+    """'127.0.0.1:8765' / '[::1]:8765' / 'http://localhost:8765' -> the host name alone."""
+    return (urlsplit(value if "//" in value else f"//{value}").hostname or "").lower()
+
+
+def create_app(store: ReviewStore, token: "str | dict[str, str] | None" = None, reviewer: str = "reviewer",
+               hosts: "tuple[str, ...] | None" = LOOPBACK) -> FastAPI:
+    """token: one shared token, {token: reviewer name} (identity bound to the token), or None (loopback only).
+    hosts: the host names the page answers as (None: any, for a page behind a proxy that sets Host)."""
     app = FastAPI(title="curation-workbench review", docs_url=None, redoc_url=None, openapi_url=None)
+    csrf = secrets.token_urlsafe(24)
+    names = token if isinstance(token, dict) else {}
+
+    def who(request: Request) -> str:
+        given = request.query_params.get("token") or request.cookies.get("curate_review_token") or ""
+        return names.get(given) or request.cookies.get("curate_reviewer", reviewer)
 
     @app.middleware("http")
-    async def _token(request: Request, call_next):
+    async def _guard(request: Request, call_next):
+        if hosts is not None and host_of(request.headers.get("host", "")) not in hosts:
+            return PlainTextResponse(f"this page answers only as {', '.join(hosts)}", 403)
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin and host_of(origin) != host_of(request.headers.get("host", "")):
+            return PlainTextResponse("a form from another site is not accepted here", 403)
         if token is None:
             return await call_next(request)
         given = request.query_params.get("token") or request.cookies.get("curate_review_token") or ""
-        if not secrets.compare_digest(given, token):
+        valid = given in names if names else secrets.compare_digest(given, token)
+        if not given or not valid:
             return PlainTextResponse("a token is required: open the address `curate review serve` printed", 401)
         response = await call_next(request)
-        response.set_cookie("curate_review_token", token, httponly=True, samesite="strict")
+        response.set_cookie("curate_review_token", given, httponly=True, samesite="strict")
         return response
+
+    def checked(form_token: str) -> PlainTextResponse | None:
+        if not secrets.compare_digest(form_token, csrf):
+            return PlainTextResponse("this form is not from this page (or the page was served before a restart): "
+                                     "reload it and try again", 403)
+        return None
 
     @app.get("/", response_class=HTMLResponse)
     def queue(request: Request, status: str = "", task: str = "", run: str = "", notice: str = ""):
@@ -129,17 +167,18 @@ def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "re
         return TEMPLATE.render(records=records[:SHOWN], total=len(records), filters=filters,
                                statuses=STATUSES, tasks=sorted({r["task_type"] for r in everything}),
                                runs=sorted({r["benchmark_run_id"] for r in everything}), summary=store.summary(),
-                               notice=notice, back=back, colour=colour,
-                               reviewer=request.cookies.get("curate_reviewer", reviewer))
+                               notice=notice, back=back, colour=colour, csrf=csrf, reviewer=who(request),
+                               fixed_reviewer=bool(names))
 
     @app.post("/records/{record_id}")
     def act(request: Request, record_id: str, action: str = Form(...), version: int = Form(...),
-            correction: str = Form(""), back: str = Form("/")):
-        who = request.cookies.get("curate_reviewer", reviewer)
+            correction: str = Form(""), back: str = Form("/"), form_csrf: str = Form("", alias="csrf")):
+        if (refused := checked(form_csrf)) is not None:
+            return refused
         if action not in ACTIONS:
             return PlainTextResponse(f"unknown action '{action}'", 400)
         try:
-            store.act(record_id, action, version, who, correction or None)
+            store.act(record_id, action, version, who(request), correction or None)
             notice = ""
         except Conflict as err:
             notice = f"Not saved: {err}"
@@ -150,9 +189,14 @@ def create_app(store: ReviewStore, token: str | None = None, reviewer: str = "re
         return RedirectResponse(target + (f"{sep}{urlencode({'notice': notice})}" if notice else ""), 303)
 
     @app.post("/reviewer")
-    def set_reviewer(reviewer_name: str = Form(..., alias="reviewer"), back: str = Form("/")):
+    def set_reviewer(reviewer_name: str = Form(..., alias="reviewer"), back: str = Form("/"),
+                     form_csrf: str = Form("", alias="csrf")):
+        if (refused := checked(form_csrf)) is not None:
+            return refused
+        if names:
+            return PlainTextResponse("the reviewer's name comes from their token here", 400)
         response = RedirectResponse(local(back), 303)
-        response.set_cookie("curate_reviewer", reviewer_name.strip() or reviewer, samesite="strict")
+        response.set_cookie("curate_reviewer", reviewer_name.strip()[:80] or reviewer, samesite="strict")
         return response
 
     return app
