@@ -110,7 +110,7 @@ def _leaky(tmp_path):
 
 def test_benchmark_copies_are_removed_and_counted(tmp_path, tiny_model):
     arm = _check(tmp_path, tiny_model, entries=_leaky(tmp_path)).arms[1]
-    assert arm.contamination == {"checked": 243, "exact": 3, "near": 0, "removed": 3} and arm.rows == 240
+    assert arm.contamination == {"checked": 243, "exact": 3, "near": 0, "removed": 3, "d0_copies": 0} and arm.rows == 240
     assert arm.profile["contaminated"] == 3 and arm.profile["removed_share"] == round(3 / 243, 4)
 
 

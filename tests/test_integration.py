@@ -111,7 +111,8 @@ def test_rank_reproduces_ranking_from_mlflow_alone(finished_study, tmp_path):
 
 def test_validate_reports_bad_study_without_training(tmp_path, tiny_model):
     write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
-    path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["claen"], mixture={"sizes": [16, 999]}))
+    path = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["claen"], mixture={"sizes": [16, 999]},
+                                                      target_size=1024))
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2
     assert "Unknown candidate 'claen'. Did you mean 'clean'?" in result.output and "size 999" in result.output

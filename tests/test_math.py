@@ -135,7 +135,7 @@ def test_presets_fill_what_the_study_leaves_out(tmp_path, tiny_model):
     assert quick.training.max_new_tokens == 12 and quick.training.epochs == 1  # the study's own values win
     del study["fewshot"]
     assert Study.model_validate(study).fewshot.k == 0  # no split named: no exemplars from the preset
-    thorough = Study.model_validate({**study, "preset": "thorough"})
+    thorough = Study.model_validate({**study, "preset": "thorough", "target_size": 4096})
     assert thorough.seeds == 3 and thorough.mixture.sizes[-1] == 2048 and thorough.benchmark.sample is None
     with pytest.raises(Exception, match="quick"):
         Study.model_validate({**study, "preset": "fast"})

@@ -266,8 +266,8 @@ def test_the_container_executor_runs_its_command_line(monkeypatch, tmp_path):
                     "os.execv(sys.executable, [sys.executable] + a[a.index('--') + 2:])\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CURATE_SANDBOX_CONTAINER", f"{fake} run --name={{name}} {{work}} --memory={{memory_mb}}m "
-                                                   "-v {runner}:/sandbox/runner.py:ro --")
-    monkeypatch.setattr(sandbox_exec, "CONTAINER_RUNNER", str(Path(sandbox_exec.__file__).with_name("sandbox_runner.py")))
+                                                   "-v {sandbox}:/sandbox:ro --")
+    monkeypatch.setattr(sandbox_exec, "CONTAINER_RUNNER", str(sandbox_exec.kit() / "sandbox_runner.py"))
     ctr = sandbox.Limits(timeout_s=2, memory_mb=256, executor="container")
     assert judged("def add(a, b):\n    return a + b\n", ctr).passed
     assert judged(FAILING, ctr).kind == "assertion"

@@ -17,7 +17,8 @@ isolation of both processes (`Limits.executor`):
   (x86_64); run as user nobody (65534) with no new privileges when this process is root; the whole namespace
   killed at the timeout.
 - `container`: the command in $CURATE_SANDBOX_CONTAINER (a `docker run -i ...`/`podman run -i ...` line with
-  {work}, {runner}, {name} and {memory_mb} placeholders), e.g. for machines without bubblewrap.
+  {work}, {sandbox}, {name} and {memory_mb} placeholders: mount {sandbox} read-only at /sandbox, {work} at the
+  working directory), e.g. for machines without bubblewrap.
 - `process`: plain processes with the second layer only — weaker, for machines with neither; chosen explicitly.
 
 Second layer in every executor: CPU-time, address-space and file-size limits, and an audit hook refusing sockets,
@@ -41,7 +42,6 @@ from pathlib import Path
 
 from tasks.backends import sandbox_exec
 
-RUNNER = Path(__file__).with_name("sandbox_runner.py")
 KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")
 EXECUTORS = ("auto", "bwrap", "container", "process")
 START_S = 1.0  # two interpreters' start-up (~0.1 s each here), on top of the program's own timeout

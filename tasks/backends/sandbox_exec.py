@@ -1,6 +1,7 @@
 """The executors of the sandbox (tasks.backends.sandbox): how one side of a program (solution or driver) is started,
 isolated and killed. Each side talks over its stdin/stdout only, so any runtime that forwards those can host it."""
 
+import hashlib
 import os
 import platform
 import shlex
@@ -8,11 +9,13 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 NOBODY = 65534
+KIT = ("sandbox_runner.py", "sandbox_values.py")  # what runs inside: mounted read-only at /sandbox
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 # Syscalls refused (EPERM) inside bwrap, x86_64 numbers: debugging and memory of other processes, pidfds, mounts and
 # namespaces, kernel modules, keyrings, bpf, perf, userfaultfd, io_uring, file handles, reboot, swap, accounting.
@@ -25,7 +28,7 @@ DENIED = {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pid
           "io_uring_enter": 426, "io_uring_register": 427, "name_to_handle_at": 303, "open_by_handle_at": 304,
           "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "quotactl": 179, "personality": 135,
           "lookup_dcookie": 212, "iopl": 172, "ioperm": 173, "syslog": 103}
-CONTAINER_PYTHON, CONTAINER_RUNNER = "python3", "/sandbox/runner.py"  # inside the image; {runner} is mounted there
+CONTAINER_PYTHON, CONTAINER_RUNNER = "python3", "/sandbox/sandbox_runner.py"  # inside the image
 CLONE, CLONE_NS_FLAGS = 56, 0x7E020000  # clone() asking for any new namespace (user, pid, net, mount, ...)
 
 
@@ -93,11 +96,38 @@ def _system_binds() -> list[str]:
     return args
 
 
-def _bwrap(role: str, work: Path, runner: Path) -> tuple[list[str], tuple[int, ...]]:
+def kit() -> Path:
+    """A folder holding only the runner and its helper (never the rest of the project), made once per version and
+    used only while it is ours and unchanged (a shared /tmp is writable by others)."""
+    texts = [Path(__file__).with_name(name).read_bytes() for name in KIT]
+    folder = Path(tempfile.gettempdir()) / f"curate-sandbox-{hashlib.sha256(b''.join(texts)).hexdigest()[:12]}"
+    if _is_kit(folder, texts):
+        return folder
+    tmp = Path(tempfile.mkdtemp(prefix="curate-sandbox-"))
+    for name, text in zip(KIT, texts):
+        (tmp / name).write_bytes(text)
+        (tmp / name).chmod(0o644)
+    tmp.chmod(0o755)
+    try:
+        tmp.rename(folder)
+    except OSError:  # made meanwhile, by us or by someone else: keep this private copy then
+        return folder if _is_kit(folder, texts) else tmp
+    return folder
+
+
+def _is_kit(folder: Path, texts: list[bytes]) -> bool:
+    try:
+        return folder.stat().st_uid == os.geteuid() and not folder.is_symlink() and all(
+            (folder / n).stat().st_uid == os.geteuid() and (folder / n).read_bytes() == t for n, t in zip(KIT, texts))
+    except OSError:
+        return False
+
+
+def _bwrap(role: str, work: Path, kit: Path) -> tuple[list[str], tuple[int, ...]]:
     python = os.path.realpath(sys.executable)
     argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
-            "--bind", str(work), "/work", "--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(runner), "/sandbox/runner.py", "--chdir", "/work"]
+            "--bind", str(work), "/work", "--ro-bind", str(kit), "/sandbox", "--chdir", "/work"]
     for key, value in {**ENV, "HOME": "/work", "TMPDIR": "/work"}.items():
         argv += ["--setenv", key, value]
     fds: tuple[int, ...] = ()
@@ -113,13 +143,13 @@ def _bwrap(role: str, work: Path, runner: Path) -> tuple[list[str], tuple[int, .
     else:
         argv.insert(1, "--unshare-user")
         argv += ["--"]
-    return argv + [python, "-I", "-S", "/sandbox/runner.py", role], fds
+    return argv + [python, "-I", "-S", CONTAINER_RUNNER, role], fds
 
 
-def _container(role: str, work: Path, runner: Path, memory_mb: int) -> tuple[list[str], list[str]]:
+def _container(role: str, work: Path, kit: Path, memory_mb: int) -> tuple[list[str], list[str]]:
     name = f"curate-exec-{uuid.uuid4().hex[:12]}"
     template = os.environ["CURATE_SANDBOX_CONTAINER"]
-    line = template.format(work=shlex.quote(str(work)), runner=shlex.quote(str(runner)), name=name,
+    line = template.format(work=shlex.quote(str(work)), sandbox=shlex.quote(str(kit)), name=name,
                            memory_mb=memory_mb)
     runtime = shlex.split(line)[0]
     return shlex.split(line) + [CONTAINER_PYTHON, "-I", "-S", CONTAINER_RUNNER, role], [runtime, "kill", name]
@@ -135,11 +165,11 @@ def start(executor: str, role: str, work: Path, limits) -> Side:
     stop: list[str] = []
     network = "namespace"
     if executor == "bwrap":
-        argv, fds = _bwrap(role, work, Path(__file__).with_name("sandbox_runner.py"))
+        argv, fds = _bwrap(role, work, kit())
     elif executor == "container":
-        argv, stop = _container(role, work, Path(__file__).with_name("sandbox_runner.py"), limits.memory_mb)
+        argv, stop = _container(role, work, kit(), limits.memory_mb)
     else:
-        argv, network = [sys.executable, "-I", "-S", str(Path(__file__).with_name("sandbox_runner.py")), role], ""
+        argv, network = [sys.executable, "-I", "-S", str(kit() / KIT[0]), role], ""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     try:

@@ -17,14 +17,13 @@ subprocesses, signals, ctypes and writes outside the working directory, so commo
 'forbidden' outcome. The boundary itself is the executor (README, "Code studies")."""
 
 import builtins
-import collections
-import json
 import os
 import resource
-import struct
 import sys
 
-MAX_FRAME = 32 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out of the path
+from sandbox_values import decode, encode, receive, send  # noqa: E402  (its one helper module, mounted beside it)
+
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 BLOCKED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
            "os.kill", "os.killpg", "os.setuid", "os.setgid", "ctypes.", "_posixsubprocess", "pty.", "webbrowser.",
@@ -33,8 +32,6 @@ PATH_EVENTS = ("os.remove", "os.rmdir", "os.rename", "os.truncate", "os.chmod", 
                "os.mkdir", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "os.chflags", "os.setxattr",
                "os.removexattr", "os.mkfifo", "os.mknod", "sqlite3.connect")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-TYPES = {t.__name__: t for t in (int, float, str, bool, bytes, bytearray, complex, list, tuple, dict, set, frozenset,
-                                 type(None), object)}
 EXCEPTIONS = {name: cls for name, cls in vars(builtins).items() if isinstance(cls, type) and issubclass(cls, Exception)}
 
 
@@ -44,94 +41,6 @@ class Forbidden(PermissionError):
 
 class SolutionGone(RuntimeError):
     """The solution's process ended (or sent something that is not a reply) during a call."""
-
-
-# ---- frames and values ----------------------------------------------------------------------------------------
-def send(stream, message: dict) -> None:
-    data = json.dumps(message).encode()
-    stream.write(struct.pack(">I", len(data)) + data)
-    stream.flush()
-
-
-def receive(stream) -> dict:
-    head = stream.read(4)
-    if len(head) < 4:
-        raise EOFError("the other side closed the channel")
-    size = struct.unpack(">I", head)[0]
-    if size > MAX_FRAME:
-        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError("the other side closed the channel mid-frame")
-    message = json.loads(data)
-    if not isinstance(message, dict):
-        raise ValueError("a frame that is not an object")
-    return message
-
-
-def encode(x, depth: int = 0):
-    """A value as tagged JSON; TypeError for what cannot cross (functions, modules, open files...)."""
-    if depth > 200:
-        raise ValueError("a value nested more than 200 levels deep")
-    if x is None or type(x) in (bool, int, float, str):
-        return x
-    d = depth + 1
-    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-        if isinstance(x, types):  # subclasses (enums, named ints) cross as their base type
-            return {"$": kind, "v": types(x)}
-    if isinstance(x, list):
-        return [encode(v, d) for v in x]
-    if isinstance(x, tuple):
-        return {"$": "tuple", "v": [encode(v, d) for v in x]}
-    if isinstance(x, (set, frozenset)):
-        return {"$": type(x).__name__ if type(x) in (set, frozenset) else "set", "v": [encode(v, d) for v in x]}
-    if isinstance(x, collections.deque):
-        return {"$": "deque", "v": [encode(v, d) for v in x]}
-    if isinstance(x, dict):
-        return {"$": "dict", "v": [[encode(k, d), encode(v, d)] for k, v in x.items()]}
-    if isinstance(x, (bytes, bytearray)):
-        return {"$": type(x).__name__ if type(x) in (bytes, bytearray) else "bytes", "v": x.hex()}
-    if isinstance(x, complex):
-        return {"$": "complex", "v": [x.real, x.imag]}
-    if isinstance(x, range):
-        return {"$": "range", "v": [x.start, x.stop, x.step]}
-    if any(x is t for t in TYPES.values()):
-        return {"$": "type", "v": x.__name__}
-    if hasattr(type(x), "__next__") and hasattr(type(x), "__iter__"):  # a generator, map, zip...: its items
-        return {"$": "iter", "v": [encode(v, d) for v, _ in zip(x, range(1_000_000))]}
-    if hasattr(x, "__dict__") and isinstance(getattr(x, "__dict__", None), dict) and not callable(x):
-        return {"$": "obj", "cls": type(x).__name__, "v": encode(dict(vars(x)), d)}
-    raise TypeError(f"a {type(x).__name__} cannot cross the sandbox (only data does)")
-
-
-def decode(x, classes: dict):
-    """Tagged JSON -> a value built from builtins, or an instance of a class of this side's own `classes`."""
-    if isinstance(x, list):
-        return [decode(v, classes) for v in x]
-    if not isinstance(x, dict):
-        return x
-    tag, v = x.get("$"), x.get("v")
-    simple = {"bool": bool, "int": int, "float": float, "str": str}
-    if tag in simple:
-        return simple[tag](v)
-    if tag in ("tuple", "set", "frozenset", "deque", "iter"):
-        items = [decode(i, classes) for i in v]
-        return {"tuple": tuple, "set": set, "frozenset": frozenset, "deque": collections.deque, "iter": iter}[tag](items)
-    if tag == "dict":
-        return {decode(k, classes): decode(val, classes) for k, val in v}
-    if tag in ("bytes", "bytearray"):
-        return (bytes if tag == "bytes" else bytearray)(bytes.fromhex(v))
-    if tag == "complex":
-        return complex(float(v[0]), float(v[1]))
-    if tag == "range":
-        return range(int(v[0]), int(v[1]), int(v[2]))
-    if tag == "type" and v in TYPES:
-        return TYPES[v]
-    if tag == "obj" and isinstance(classes.get(x.get("cls")), type):
-        obj = object.__new__(classes[x["cls"]])
-        obj.__dict__.update(decode(v, classes))
-        return obj
-    raise ValueError(f"not a value this side can rebuild: {str(x)[:80]}")
 
 
 # ---- the second layer: limits and the audit hook ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Study sections that stand on their own: how the ranking states uncertainty, how training noise is measured, the
-contamination check, model references, code execution and the judge (tasks.spec.study puts them together)."""
+contamination check, model references, code execution, the judge and the mixture (tasks.spec.study puts them
+together)."""
 
 from typing import Literal
 
@@ -170,3 +171,20 @@ def check_generation(field: str, value, data: dict):
             if k > samples:
                 raise ValueError(f"'{text}' needs pass@{k}, but execution.samples is {samples} (n < k)")
     return value
+
+
+class Mixture(Strict):
+    """How D0 and a candidate Dk are mixed at each size."""
+
+    sizes: list[int] = Field(description="Training examples per point, e.g. [64, 128, 256]. At least 2.")
+    d0_share: float = Field(0.5, ge=0, lt=1, description="Share of each mixture drawn from D0; the rest comes "
+                            "from the candidate. The control arm uses D0 alone at the same sizes.")
+    allow_repetition: bool = Field(False, description="Repeat rows when a size needs more rows than a "
+                                   "source has. Off: such a study is rejected before training.")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) <= 0:
+            raise ValueError("give at least 2 distinct positive sizes, e.g. [64, 128, 256]")
+        return sorted(sizes)

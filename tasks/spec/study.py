@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tasks import tasktypes
-from tasks.spec.options import Contamination, Execution, Judge, ModelRef, Noise, Ranking, Strict
+from tasks.spec.options import Contamination, Execution, Judge, Mixture, ModelRef, Noise, Ranking, Strict
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -104,23 +104,6 @@ class Training(Strict):
     eval_batch_size: int = Field(16, gt=0, le=65536, description="Benchmark examples per forward pass.")
     max_new_tokens: int = Field(32, gt=0, le=32768, description="Generation budget (extractive QA answers, generated-answer "
                                 "metrics of instruction studies).")
-
-
-class Mixture(Strict):
-    """How D0 and a candidate Dk are mixed at each size."""
-
-    sizes: list[int] = Field(description="Training examples per point, e.g. [64, 128, 256]. At least 2.")
-    d0_share: float = Field(0.5, ge=0, lt=1, description="Share of each mixture drawn from D0; the rest comes "
-                            "from the candidate. The control arm uses D0 alone at the same sizes.")
-    allow_repetition: bool = Field(False, description="Repeat rows when a size needs more rows than a "
-                                   "source has. Off: such a study is rejected before training.")
-
-    @field_validator("sizes")
-    @classmethod
-    def _sizes(cls, sizes: list[int]) -> list[int]:
-        if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) <= 0:
-            raise ValueError("give at least 2 distinct positive sizes, e.g. [64, 128, 256]")
-        return sorted(sizes)
 
 
 class FewShot(Strict):

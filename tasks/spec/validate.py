@@ -14,7 +14,7 @@ from tasks.common import CONTROL, PLACEBO, fingerprint, is_placebo
 from tasks.core import contamination, mixing
 from tasks.errors import DataError, StudyInvalid
 from tasks.spec.catalog import CatalogEntry, load_catalog, unknown_candidate
-from tasks.spec import fewshot
+from tasks.spec import fewshot, overlap
 from tasks.spec.study import Study
 
 PREPARED = "inputs.json"  # in <output_dir>/data: the validated inputs, read by the flow instead of validating again
@@ -91,43 +91,6 @@ def _load(ref, task, origin, problems) -> list[dict] | None:
     except DataError as err:
         problems.append(str(err))
         return None
-
-
-def _decontaminate(rows, index, study, origin, problems, shots=None) -> tuple[list[dict], dict]:
-    """Find training rows that copy benchmark items; remove, flag or fail as the study says. Copies of few-shot
-    exemplars (shots) are removed in every mode."""
-    kind = tasktypes.get(study.task)
-    rows, dropped = fewshot.drop(rows, shots, study.task)
-    hits, counts, examples = contamination.scan([kind.text(r) for r in rows], index)
-    if not hits:
-        return rows, {**counts.as_dict(), **({"fewshot_removed": dropped} if shots else {})}
-    found = (f"{len(hits)} of {len(rows)} rows of {origin} match benchmark items ({counts.exact} exact, "
-             f"{counts.near} near-duplicate; e.g. '{examples[0]}')")
-    if len(hits) > len(rows) / 2:
-        problems.append(f"contamination: {found}: more than half; is the benchmark the same split as this data?")
-    elif study.contamination.mode == "fail":
-        problems.append(f"contamination: {found}; contamination.mode is 'fail' (use 'remove' to drop them, "
-                        f"'flag' to keep them, or pick another split)")
-    elif study.contamination.mode == "remove":
-        drop = set(hits)
-        rows = [r for i, r in enumerate(rows) if i not in drop]
-        counts.removed = len(hits)
-    return rows, {**counts.as_dict(), **({"fewshot_removed": dropped} if shots else {})}
-
-
-def _profile(rows: list[dict], task: str, counts: dict, license: str) -> dict:
-    """What a candidate holds: rows, duplicate texts, what the task type adds (labels), share removed as contamination."""
-    kind = tasktypes.get(task)
-    seen, dups = set(), 0
-    for r in rows:
-        w = contamination.words(kind.text(r))
-        dups += w in seen
-        seen.add(w)
-    checked = counts.get("checked") or len(rows)
-    return {"rows": len(rows), "duplicates": dups, **kind.profile(rows), "license": license,
-            "contaminated": counts.get("exact", 0) + counts.get("near", 0), "removed": counts.get("removed", 0),
-            **({"d0_copies": counts["d0_copies"]} if "d0_copies" in counts else {}),
-            "removed_share": round(counts.get("removed", 0) / max(checked, 1), 4)}
 
 
 def _check_sizes(n0: int, nk: int | None, study: Study, origin: str, problems):
@@ -213,7 +176,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         # the few-shot exemplars count as benchmark items here too (and are removed below whatever the mode)
         index = contamination.BenchmarkIndex([kind.text(r) for r in bench + exemplars], n=study.contamination.ngram)
         if d0 is not None:
-            d0, contam[CONTROL] = _decontaminate(d0, index, study, "D0 (base)", problems, shots)
+            d0, contam[CONTROL] = overlap.decontaminate(d0, index, study, "D0 (base)", problems, shots)
     cand_rows = {}
     for entry in chosen:
         origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
@@ -229,7 +192,7 @@ def check_study(study: Study, write: bool = True) -> Inputs:
                 except NotImplementedError as err:
                     problems.append(f"{origin}: label_noise: {err} (use it on classification or math entries)")
         if index is not None:
-            rows, contam[entry.name] = _decontaminate(rows, index, study, origin, problems, shots)
+            rows, contam[entry.name] = overlap.decontaminate(rows, index, study, origin, problems, shots)
             contam[entry.name]["d0_copies"] = copied = contamination.copies([kind.text(r) for r in rows], d0_words)
             if copied:
                 warnings.append(f"candidate '{entry.name}': {copied} of {len(rows)} rows are copies of D0 rows"
@@ -286,7 +249,7 @@ def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebo
     files = [(paths["d0"], d0), (paths["benchmark"], bench)]
     d0_counts = contam.get(CONTROL, {})
     arms = [Arm(name=CONTROL, data=None, data_fingerprint=None, license="(your data)", rows=len(d0),
-                contamination=d0_counts, profile=_profile(d0, study.task, d0_counts, "(your data)"))]
+                contamination=d0_counts, profile=overlap.profile(d0, study.task, d0_counts, "(your data)"))]
     for name, rows in cand_rows.items():
         path = folder / f"candidate-{name}.jsonl"
         files.append((path, rows))
@@ -294,13 +257,13 @@ def _write(study, d0, bench, context, contam, cand_rows, entries, write, placebo
         arms.append(Arm(name=name, data=str(path), data_fingerprint=fingerprint(rows), license=entries[name].license,
                         rows=len(rows), catalog_version=entries[name].version, contamination=counts,
                         entry_fingerprint=entries[name].fingerprint(),
-                        profile=_profile(rows, study.task, counts, entries[name].license)))
+                        profile=overlap.profile(rows, study.task, counts, entries[name].license)))
     for name, rows in placebos.items():
         path = folder / f"{name}.jsonl"
         files.append((path, rows))
         arms.append(Arm(name=name, data=str(path), data_fingerprint=fingerprint(rows), license="(your data: placebo)",
                         rows=len(rows), contamination=d0_counts, entry_fingerprint=fingerprint(["placebo", name]),
-                        profile=_profile(rows, study.task, d0_counts, "(your data: placebo)")))
+                        profile=overlap.profile(rows, study.task, d0_counts, "(your data: placebo)")))
     inputs = Inputs(study_fingerprint=data_fingerprint(study), d0=str(paths["d0"]), d0_fingerprint=fingerprint(d0),
                     benchmark=str(paths["benchmark"]), benchmark_fingerprint=fingerprint(bench), context=context,
                     arms=arms, d0_contamination=d0_counts, warnings=warnings)

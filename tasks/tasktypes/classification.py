@@ -69,7 +69,7 @@ class Classification(TaskType):
                        f"'{top}' (its bias), not its skill, and a label-flipped candidate could rank anywhere. A slice "
                        f"of a file sorted by label (train[:300]) is the usual cause; sample the whole split instead "
                        f"(benchmark.sample)")
-                if what == "benchmark" and not allow_one_class:
+                if what == "benchmark" and not allow_one_class and n > 1:
                     problems.append(why + ", or set benchmark.allow_one_class: true if one class is what you test")
                 else:
                     warnings.append(why)
