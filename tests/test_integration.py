@@ -75,6 +75,7 @@ def test_ranking_artifacts_and_content(finished_study, tmp_path):
     assert predicted == sorted(predicted, reverse=True)
     control = next(r for r in rows if r["arm"] == "control")
     assert float(control["delta_vs_control"]) == 0.0 and control["sig"] == ""
+    assert control["d0_copies"] == "" and all(r["d0_copies"].isdigit() for r in rows if r["arm"] != "control")
     assert sum(float(r["p_best"]) for r in rows) == pytest.approx(1.0, abs=0.02)
     for r in rows:
         assert float(r["delta_vs_control"]) == pytest.approx(float(r[est]) - float(control[est]), abs=2e-4)

@@ -32,7 +32,6 @@ import queue
 import selectors
 import shutil
 import struct
-import subprocess
 import tempfile
 import threading
 import time
