@@ -63,3 +63,19 @@ def test_values_cross_between_the_solution_and_its_tests():
     assert sandbox.execute(sandbox.Program(module, tests, "", "f"), LIMITS).passed
     raising = sandbox.Program("def f(x):\n    raise KeyError(x)\n", "try:\n    f(1)\nexcept KeyError:\n    pass\n", "", "f")
     assert sandbox.execute(raising, LIMITS).passed  # the solution's exception reaches the tests as its own type
+
+
+def test_a_code_benchmark_without_its_executor_is_refused_before_compute(monkeypatch):
+    from tasks import tasktypes
+
+    monkeypatch.delenv("CURATE_SANDBOX", raising=False)
+    monkeypatch.delenv("CURATE_SANDBOX_CONTAINER", raising=False)
+    rows = [{"id": "p1", "prompt": "def f():\n", "solution": "    return 1\n", "test": "assert f() == 1\n",
+             "entry_point": "f"}]
+    context = {"execution": {"allowed": True, "timeout_s": 5, "memory_mb": 256, "parallel": 1,
+                             "reference_failures": "refuse", "executor": "container"}}
+    _, problems = tasktypes.get("code").check(rows, context, "benchmark")
+    assert problems and problems[0].startswith("benchmark: executor 'container' needs $CURATE_SANDBOX_CONTAINER")
+    _, problems = tasktypes.get("code").check(rows, {"execution": {**context["execution"], "executor": "process"}},
+                                              "benchmark")
+    assert problems == []  # the reference ran and passed
