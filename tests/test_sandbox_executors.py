@@ -79,3 +79,10 @@ def test_a_code_benchmark_without_its_executor_is_refused_before_compute(monkeyp
     _, problems = tasktypes.get("code").check(rows, {"execution": {**context["execution"], "executor": "process"}},
                                               "benchmark")
     assert problems == []  # the reference ran and passed
+
+
+def test_tests_that_write_garbage_to_the_channel_are_a_crash_not_an_exception():
+    tests = ("import os\nfor fd in range(3, 8):\n    try:\n        os.write(fd, b'\\x00\\x00\\x00\\x05hello')\n"
+             "    except OSError:\n        pass\nimport time\ntime.sleep(1)\n")
+    out = sandbox.execute(sandbox.Program("def add(a, b):\n    return a + b\n", tests, "", "add"), LIMITS)
+    assert out.kind == "crash" and "not a frame" in out.detail

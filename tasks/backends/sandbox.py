@@ -45,7 +45,7 @@ KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden"
 EXECUTORS = ("auto", "bwrap", "container", "process")
 START_S = 1.0  # two interpreters' start-up (~0.1 s each here), on top of the program's own timeout
 MAX_FRAME = 32 << 20
-MAX_RELAYED = 256 << 20  # bytes the solution may send in all
+MAX_BACKLOG = 64 << 20  # bytes from the solution queued for the tests (two largest frames): bounds this process's memory
 
 
 class SandboxUnavailable(RuntimeError):
@@ -135,35 +135,43 @@ def _frame(message: dict) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _writer(fd: int) -> "queue.Queue[bytes | None]":
-    """A thread writing queued bytes to a child's stdin, so a child that stops reading never blocks this one."""
-    pending: "queue.Queue[bytes | None]" = queue.Queue()
+class _Writer(queue.Queue):
+    """A thread writing queued bytes to a child's stdin, so a child that stops reading never blocks this one;
+    `backlog` is what is queued and not yet written."""
 
-    def run() -> None:
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd, self.backlog = fd, 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def put(self, chunk: "bytes | None") -> None:  # type: ignore[override]
+        self.backlog += len(chunk or b"")
+        super().put(chunk)
+
+    def _run(self) -> None:
         try:
-            while (chunk := pending.get()) is not None:
+            while (chunk := self.get()) is not None:
+                size = len(chunk)
                 while chunk:
-                    chunk = chunk[os.write(fd, chunk):]
+                    chunk = chunk[os.write(self.fd, chunk):]
+                self.backlog -= size
         except OSError:
             pass  # the child is gone
         finally:
-            os.close(fd)
-
-    threading.Thread(target=run, daemon=True).start()
-    return pending
+            os.close(self.fd)
 
 
 def _relay(sides: dict, solution_job: dict, driver_job: dict, deadline: float) -> "dict | None":
     """Pass the solution's bytes to the driver and the driver's calls to the solution until the driver reports
     its result (returned), or the deadline (None)."""
-    to_solution, to_driver = (_writer(sides[r].stdin) for r in ("solution", "driver"))
+    to_solution, to_driver = (_Writer(sides[r].stdin) for r in ("solution", "driver"))
     to_solution.put(_frame(solution_job))
     to_driver.put(_frame(driver_job))
     selector = selectors.DefaultSelector()
     for role in ("solution", "driver"):
         os.set_blocking(sides[role].stdout, False)
         selector.register(sides[role].stdout, selectors.EVENT_READ, role)
-    from_driver, relayed = b"", 0
+    from_driver = b""
     try:
         while (left := deadline - time.monotonic()) > 0:
             for key, _ in selector.select(left):
@@ -177,8 +185,10 @@ def _relay(sides: dict, solution_job: dict, driver_job: dict, deadline: float) -
                         return {"kind": "crash", "detail": "the test driver ended without a result", "ended": True}
                     to_driver.put(None)  # the driver then sees the solution gone
                 elif key.data == "solution":
-                    relayed += len(chunk)
-                    to_driver.put(chunk if relayed <= MAX_RELAYED else None)
+                    to_driver.put(chunk)
+                    if to_driver.backlog > MAX_BACKLOG:  # more than the tests take in: it cannot be a reply
+                        selector.unregister(key.fd)
+                        to_driver.put(None)  # the driver then sees the solution gone
                 else:
                     from_driver += chunk
                     while len(from_driver) >= 4:
@@ -187,10 +197,14 @@ def _relay(sides: dict, solution_job: dict, driver_job: dict, deadline: float) -
                             return {"kind": "crash", "detail": f"the test driver sent a frame of {size} bytes"}
                         if len(from_driver) < 4 + size:
                             break
-                        message, from_driver = json.loads(from_driver[4:4 + size]), from_driver[4 + size:]
-                        if "result" in message:
-                            return message["result"] if isinstance(message["result"], dict) else {}
-                        to_solution.put(_frame(message["msg"]))
+                        frame, from_driver = from_driver[4:4 + size], from_driver[4 + size:]
+                        try:  # the driver runs the benchmark's tests: its frames are checked too
+                            message = json.loads(frame)
+                            if "result" in message:
+                                return message["result"] if isinstance(message["result"], dict) else {}
+                            to_solution.put(_frame(message["msg"]))
+                        except (ValueError, KeyError, TypeError):
+                            return {"kind": "crash", "detail": "the test driver sent something that is not a frame"}
         return None
     finally:
         selector.close()
