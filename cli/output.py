@@ -38,7 +38,7 @@ TERMINAL_HIDDEN = ("license", "duplicates", "d0_copies", "tokens_p50", "method")
 
 
 def print_ranking(result: dict, name: str) -> None:
-    title = f"{name + ': ' if name else ''}{result['metric']} at size {result['target_size']} (all columns: ranking.md)"
+    title = f"{name + ': ' if name else ''}{result['metric']} {result['ranked_at']} (all columns: ranking.md)"
     short = {"delta_vs_control": "delta", "contaminated": "contam.", "removed": "rm"}
     rows = [{short.get(k, k).replace(result["metric"] + "@", "@").replace(" interval", " int."): v
              for k, v in r.items() if k not in TERMINAL_HIDDEN} for r in result["rows"]]

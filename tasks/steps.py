@@ -275,7 +275,7 @@ def rank_study(study: Study, uri: str, study_run_id: str) -> dict:
     """Fit and rank from MLflow alone; publish the table as a Prefect artifact too."""
     result = rank_from_mlflow(uri, study_run_id, study.output_path / "ranking")
     create_table_artifact(table=result["rows"], key=artifact_key(study, "ranking"),
-                          description=f"{study.name}: {result['metric']} predicted at {result['target_size']}")
+                          description=f"{study.name}: {result['metric']} {result['ranked_at']}")
     get_run_logger().info("Ranking (%s):\n%s", result["method_note"], result["markdown"])
     return result
 

@@ -3,6 +3,7 @@ path against the local stand-in, tests/hub_standin.py), the MLflow UI opened on 
 plan calibrated from its measured points. All read the tiny study `finished_study` (conftest.py) runs once."""
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,9 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
     study = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     arms = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
     control = next(r for r in arms if r.data.tags["curate.arm"] == "control")
-    assert study.data.tags["mlflow.note.content"].startswith(("**Best candidate", "**No candidate beats"))
+    assert study.data.tags["mlflow.note.content"].startswith(("**Best candidate", "**No candidate", "**Leader"))
+    first = study.data.tags["mlflow.note.content"].split("\n")[0]
+    assert re.search(r"gold_logprob (observed at \d+|predicted at 512) ", first), first  # says what was ranked
     assert control.data.tags["mlflow.note.content"].startswith("rank ") and "rank" in control.data.metrics
     port = free_port()
     base, exp = f"http://127.0.0.1:{port}", study.info.experiment_id
@@ -101,7 +104,7 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
         page.screenshot(path=str(SHOTS / "mlflow-ranking-view.png"))
         uipages.open_curves(page, base, exp, "gold_logprob")
         page.screenshot(path=str(SHOTS / "mlflow-arm-curves.png"))
-        uipages.open_run(page, base, exp, study.info.run_id, "Best candidate")
+        uipages.open_run(page, base, exp, study.info.run_id, first.split("**")[1][:20])
         page.screenshot(path=str(SHOTS / "mlflow-study-run.png"))
         uipages.open_artifact(page, base, exp, study.info.run_id, "scaling.png")  # the plot's preview
         assert page.get_by_text("ranking.md", exact=True).count() and page.get_by_text("ranking.csv", exact=True).count()

@@ -44,7 +44,8 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
     ax.set_ylabel(metric)
     pct = round(result.confidence * 100)
     note = "\n".join(textwrap.wrap(result.method_note, 110))  # a long note wider than the figure was cut off
-    ax.set_title(f"{metric} vs mixture size; bars/bands: {pct}% bootstrap; dotted: target {target}\n{note}", fontsize=8)
+    ax.set_title(f"ranked: {metric} {result.ranked_at}; bars/bands: {pct}% bootstrap; dotted: target {target}\n{note}",
+                 fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

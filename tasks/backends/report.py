@@ -119,24 +119,31 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
     if result.placebo:
         p = result.placebo
         tracking.log_metrics(uri, study_run_id, {"placebo_false_positive_rate": p["rate"], "placebo_arms": p["arms"]})
-    return {"metric": metric, "target_size": target, "rows": ranking.to_records(result), "markdown": markdown,
+    return {"metric": metric, "target_size": target, "ranked_at": result.ranked_at,
+            "rows": ranking.to_records(result), "markdown": markdown,
             "placebo": result.placebo and {**result.placebo, "summary": unc.placebo_note(result)},
             "noise": result.noise, "noise_line": unc.noise_line(result), "method": result.method,
             "method_note": result.method_note, "agreement": extra, "backtest": result.backtest, "out_dir": str(out_dir)}
 
 
 def verdict(result: ranking.Ranking) -> str:
-    """One line: which estimate ranked, the best candidate, its delta vs the control and interval, in words."""
+    """One line: a winner only when it is distinguishable from the control at the study's confidence; otherwise
+    the leader, with what was ranked (observed or predicted, at which size), its delta and interval."""
     real = [r for r in result.rows if not is_placebo(r.arm) and not r.pruned]
     best = next((r for r in real if r.arm != CONTROL), None)
     if best is None:
-        return f"Only the control finished ({result.metric} {result.estimate_label})."
+        return f"Only the control finished ({result.metric} {result.ranked_at})."
+    pct = f"{round(result.confidence * 100)} %"
     iv = f" {ranking._fmt_interval(best.delta_interval, True)}" if best.delta_interval else ""
-    word = {"+": "better than the control", "-": "worse than the control",
-            "~": "not distinguishable from the control", "?": "significance unknown (no noise measurement)"}
-    lead = "" if best.delta_vs_control > 0 else "**No candidate beats the control.** "
-    return (f"{lead}**Best candidate: {best.arm}**: {result.metric} {result.estimate_label} {best.predicted:.4f}, "
-            f"delta vs control {best.delta_vs_control:+.4f}{iv}, {word.get(best.significance, 'no interval')}.")
+    facts = (f"{result.metric} {result.ranked_at} {best.predicted:.4g}, delta vs control "
+             f"{best.delta_vs_control:+.4g}{iv}")
+    if best.significance == "+":
+        return f"**Best candidate: {best.arm}**, better than the control at {pct}: {facts}."
+    if best.significance == "-":
+        return f"**No candidate beats the control**: the leader, {best.arm}, is worse at {pct}: {facts}."
+    if best.significance == "~":
+        return f"**No candidate is distinguishable from the control at {pct}**; leader {best.arm}: {facts}."
+    return f"**Leader: {best.arm}** (significance unknown: no training-noise measurement): {facts}."
 
 
 def show_in_mlflow(uri: str, study_run_id: str, arm_runs: dict[str, str], result: ranking.Ranking, markdown: str) -> None:

@@ -68,6 +68,11 @@ class Ranking:
         return [row for row in self.rows if any(g["status"] == "fail" for g in row.gates)]
 
     @property
+    def ranked_at(self) -> str:
+        """What was ranked, in words, for every surface (terminal, ranking.md, Prefect, MLflow, plot)."""
+        return f"predicted at {self.target}" if self.method == "fit" else f"observed at {max(self.rows[0].observed)}"
+
+    @property
     def estimate_label(self) -> str:
         return f"predicted@{self.target}" if self.method == "fit" else f"observed@{max(self.rows[0].observed)}"
 
