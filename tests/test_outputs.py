@@ -100,6 +100,8 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
                         key=lambda a: a.data.metrics["rank"])  # the view shows the latest study run's arms
         rows = [page.locator("[role=row][row-index]").filter(has_text=a.data.tags["curate.arm"]).first for a in ranked]
         assert [int(r.get_attribute("row-index")) for r in rows] == [0, 1, 2, 3]  # best first
+        headers = [h.strip() for h in page.locator("[role=columnheader]").all_inner_texts()]
+        assert {"delta", "delta_lo", "delta_hi"} <= set(headers), headers  # short, distinct (no three 'delta_vs_contro…')
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "mlflow-ranking-view.png"))
         uipages.open_curves(page, base, exp, "gold_logprob")

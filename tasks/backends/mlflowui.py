@@ -30,13 +30,14 @@ def ranking_url(uri: str, experiment_id: str) -> str:
 
 def ranking_view(study_run_id: str, metric: str) -> dict[str, str]:
     """The experiment tag of the saved view: that study run's arm runs, best first, with their description
-    ("rank 2 of 4: ..."), rank, delta vs control with bounds, P(best) and the metric at the largest size; its chart
-    mode shows the metric against mixture size."""
-    columns = ["rank", "delta_vs_control", "delta_vs_control_lo", "delta_vs_control_hi", "p_best", metric]
+    ("rank 2 of 4: ..."), rank, delta vs control with bounds, P(best), the metric at the largest size and sig (short
+    names: MLflow cuts long headers to the same prefix); its chart mode shows the metric against mixture size."""
+    columns = ["rank", "delta", "delta_lo", "delta_hi", "p_best", metric]
     state = {"searchFilter": f"tags.mlflow.parentRunId = '{study_run_id}'", "orderByKey": "metrics.`rank`",
              "orderByAsc": True, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
              "modelVersionFilter": "All Runs",
-             "selectedColumns": ["attributes.`Description`", *(f"metrics.`{c}`" for c in dict.fromkeys(columns))],
+             "selectedColumns": ["attributes.`Description`", *(f"metrics.`{c}`" for c in dict.fromkeys(columns)),
+                                 "tags.`sig`"],  # the UI orders them by group (attributes, metrics, tags), then name
              "columnOrder": [], "columnWidths": {}, "runsHiddenMode": "FIRST_10_RUNS", "viewMaximized": False,
              "runListHidden": False, "isAccordionReordered": False, "useGroupedValuesInCharts": True,
              "hideEmptyCharts": True, "groupBy": None, "groupsExpanded": {},

@@ -148,23 +148,26 @@ def verdict(result: ranking.Ranking) -> str:
 
 def show_in_mlflow(uri: str, study_run_id: str, arm_runs: dict[str, str], result: ranking.Ranking, markdown: str) -> None:
     """What the MLflow UI shows first: the study run's description is the verdict and the ranking table, and each
-    arm run carries its rank, delta vs control (with bounds) and P(best) as metrics and a one-line description."""
+    arm run carries its rank, delta vs control (delta, delta_lo, delta_hi) and P(best) as metrics, its significance
+    as the tag `sig`, and a one-line description."""
     tracking.set_tags(uri, study_run_id, {tracking.NOTE: f"{verdict(result)}\n\n{markdown}"[:60000]})
     for row in result.rows:
         if row.arm not in arm_runs:
             continue
         metrics = {"rank": row.rank} if row.rank else {}
-        if not row.pruned:
-            metrics["delta_vs_control"] = row.delta_vs_control
+        if not row.pruned:  # short, distinct names: the MLflow runs table cuts long headers to the same prefix
+            metrics["delta"] = row.delta_vs_control
         if row.delta_interval:
-            metrics.update(delta_vs_control_lo=row.delta_interval[0], delta_vs_control_hi=row.delta_interval[1])
+            metrics.update(delta_lo=row.delta_interval[0], delta_hi=row.delta_interval[1])
         if row.p_best is not None:
             metrics["p_best"] = row.p_best
-        tracking.log_metrics(uri, arm_runs[row.arm], metrics)
-        line = row.pruned or (f"{result.metric} {result.estimate_label} {row.predicted:.4f}; delta vs control "
+        # shown to people in the MLflow table: 4 significant digits (ranking.csv keeps its own precision)
+        tracking.log_metrics(uri, arm_runs[row.arm], {k: float(f"{v:.4g}") for k, v in metrics.items()})
+        line = row.pruned or (f"{result.metric} {result.ranked_at} {row.predicted:.4g}; delta vs control "
                               f"{row.delta_vs_control:+.4f} {ranking._fmt_interval(row.delta_interval, True)} "
                               f"{row.significance}".rstrip())
-        tracking.set_tags(uri, arm_runs[row.arm], {tracking.NOTE: f"rank {row.rank or 'A/A'} of {len(result.rows)}: {line}"})
+        tracking.set_tags(uri, arm_runs[row.arm], {tracking.NOTE: f"rank {row.rank or 'A/A'} of {len(result.rows)}: {line}",
+                                                   tracking.SIG: row.significance or ""})
 
 
 def backtest_metrics(result: dict) -> dict:

@@ -26,6 +26,7 @@ POINT_FP, MIXTURE_FP = "curate.point_fingerprint", "curate.mixture_fingerprint"
 REUSED, ADAPTER_URI, NO_PREDICTIONS = "curate.reused_from", "curate.adapter_uri", "curate.predictions_missing"
 FAILURE, CLAIMED_MS, FLOW_RUN = "curate.failure", "curate.claimed_ms", "curate.prefect_flow_run_id"
 HOST, PID = "curate.host", "curate.pid"
+SIG = "sig"  # an arm run's significance vs the control (+, -, ~), a column of the ranking view
 WARNINGS = "curate.warnings"  # what validation reported but did not refuse (remote code, skewed benchmark, D0 copies)
 PRUNED = "curate.pruned_at"  # successive halving: the size after which the arm stopped (tasks.ops.pruning)
 BEST_ARM, BEST_CANDIDATE, RANKED_ON, METHOD = ("curate.best_arm", "curate.best_candidate", "curate.ranked_on",
