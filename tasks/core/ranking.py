@@ -72,9 +72,7 @@ class Ranking:
         """What was ranked, in words, for every surface (terminal, ranking.md, Prefect, MLflow, plot)."""
         return f"predicted at {self.target}" if self.method == "fit" else f"observed at {max(self.rows[0].observed)}"
 
-    @property
-    def estimate_label(self) -> str:
-        return f"predicted@{self.target}" if self.method == "fit" else f"observed@{max(self.rows[0].observed)}"
+    estimate_label = property(lambda self: self.ranked_at.replace(" at ", "@"))  # the table's column: observed@128
 
 
 def observed_means(points: list[Point], metric: str) -> dict[str, dict[int, float]]:
@@ -257,8 +255,7 @@ def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
                      _fmt_interval(row.delta_interval, True), row.significance,
                      "" if row.mde is None else f"{row.mde:.4f}",
                      "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
-                     str(prof.get("removed", "")), str(prof.get("rows", "")), str(prof.get("duplicates", "")),
-                     str(prof.get("d0_copies", "")),
+                     *(str(prof.get(k, "")) for k in ("removed", "rows", "duplicates", "d0_copies")),
                      str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else ""),
                      *([gate_summary(row.gates)] if r.gates else [])])
     return header, body
