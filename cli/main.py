@@ -40,9 +40,19 @@ app.command("push-data")(push_data)
 VERBOSE = {"on": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from tasks.common import code_version
+
+        console.print(f"curate {code_version()}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every log line and library warning "
-                                          "on the terminal (by default they go to <output>/curate.log).")):
+                                          "on the terminal (by default they go to <output>/curate.log)."),
+             show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                               help="Print the version and the code's fingerprint, then exit.")):
     VERBOSE["on"] = verbose
     output.quiet_defaults(verbose)
 

@@ -67,6 +67,8 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
     from tasks.ops.status import study_status
 
     name = study
+    if study and study.endswith((".yaml", ".yml")) and not Path(study).is_file():
+        fail(WorkbenchError(f"{study}: no such file (a study file, or a study name in the store)"))
     if study and Path(study).is_file():
         from tasks.spec.study import load_study
 

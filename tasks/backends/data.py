@@ -91,8 +91,12 @@ def resolve_source(source: str) -> Path | str:
 
 
 def check_jsonl(path: Path) -> int:
-    """Fail on the first malformed line, naming file and line (datasets' own error does not); return the row count."""
+    """Fail on the first malformed line, naming file and line (datasets' own error does not); return the row count.
+    A .json file holding one JSON array of objects (alpaca_data.json) is read as well."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        if f.read(4096).lstrip()[:1] == b"[":
+            return _check_json_array(path, opener)
     rows = 0
     with opener(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -110,6 +114,18 @@ def check_jsonl(path: Path) -> int:
                 raise DataError(f"{path}:{number}: malformed JSONL line: {err}") from None
             rows += 1
     return rows
+
+
+def _check_json_array(path: Path, opener) -> int:
+    try:
+        with opener(path, "rb") as f:
+            items = json.loads(f.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError names line and column
+        raise DataError(f"{path}: not a valid JSON array: {err}") from None
+    bad = next((i for i, item in enumerate(items) if not isinstance(item, dict)), None) if isinstance(items, list) else 0
+    if bad is not None:
+        raise DataError(f"{path}: item {bad} of the JSON array is not an object; each row is one {{...}}")
+    return len(items)
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:

@@ -30,7 +30,14 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse a YAML file; a syntax error is reported with its line."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyInvalid([f"{path}: no such file"], str(path)) from None
+    except IsADirectoryError:
+        raise StudyInvalid([f"{path}: a folder, not a YAML file"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StudyInvalid([f"{path}: cannot be read as UTF-8 text ({type(err).__name__})"], str(path)) from None
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as err:
