@@ -12,8 +12,11 @@ STORE_HELP = "MLflow store, e.g. sqlite:///runs/NAME/mlflow.db (default: $MLFLOW
 
 
 def _store(tracking_uri: str | None) -> str:
+    """The store a read-only verb reads; a SQLite file that does not exist is an error, never created."""
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        fail(WorkbenchError(f"no MLflow store at {tracking_uri.removeprefix('sqlite:///')} (nothing ran there yet)"))
     return tracking_uri
 
 
@@ -79,6 +82,9 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
         name, tracking_uri = spec.name, tracking_uri or tracking.tracking_uri(spec.output_path)
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass a study file, --tracking-uri, or set MLFLOW_TRACKING_URI"))
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        console.print(f"{name or 'no study'}: no study run yet (no store at {tracking_uri.removeprefix('sqlite:///')})")
+        raise typer.Exit(1)
     for n in [name] if name else tracking.experiment_names(tracking_uri):
         info = study_status(tracking_uri, n, run_id)
         if not info:

@@ -34,7 +34,7 @@ def _study_run(study: str, tracking_uri: str | None) -> tuple[str, str]:
         spec = load_study(study)
     except WorkbenchError as err:
         fail(err)
-    uri = tracking_uri or tracking.tracking_uri(spec.output_path)
+    uri = _store(tracking_uri or tracking.tracking_uri(spec.output_path))
     latest = tracking.latest_study_run(uri, spec.name)
     if latest is None:
         fail(WorkbenchError(f"study '{spec.name}' has no study run in {uri}: run it first (curate run {study})"))

@@ -49,3 +49,19 @@ def test_a_json_array_reads_like_json_lines(tmp_path):
     (tmp_path / "cut.json").write_text(json.dumps(rows)[:-5])
     with pytest.raises(DataError, match="cut.json: not a valid JSON array: .*line 1 column"):
         load_split(DataRef(source=str(tmp_path / "cut.json")))
+
+
+def test_read_only_verbs_create_no_store(tmp_path, tiny_model, monkeypatch):
+    from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_catalog(tmp_path / "catalog", {"clean": sentiment_entry("candidate_clean.jsonl")})
+    study = write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"]))
+    never = CliRunner().invoke(app, ["status", str(study)])
+    assert never.exit_code == 1 and "fixture-study: no study run yet" in " ".join(never.output.split())
+    for verb in (["rank", "abc123"], ["backtest", "abc123"], ["failures", "abc123"]):
+        result = CliRunner().invoke(app, [*verb, "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"])
+        assert result.exit_code == 2 and "no MLflow store at" in result.output, (verb, result.output)
+    pushed = CliRunner().invoke(app, ["failures", str(study)])
+    assert pushed.exit_code == 2 and "no MLflow store at" in " ".join(pushed.output.split())
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "out" / "mlflow.db").exists()
