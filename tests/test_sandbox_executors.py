@@ -86,3 +86,9 @@ def test_tests_that_write_garbage_to_the_channel_are_a_crash_not_an_exception():
              "    except OSError:\n        pass\nimport time\ntime.sleep(1)\n")
     out = sandbox.execute(sandbox.Program("def add(a, b):\n    return a + b\n", tests, "", "add"), LIMITS)
     assert out.kind == "crash" and "not a frame" in out.detail
+
+
+def test_the_process_executor_reports_how_the_network_was_cut():
+    weak = sandbox.Limits(timeout_s=2, memory_mb=256, executor="process")
+    out = sandbox.execute("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n", weak)
+    assert out.kind == "forbidden" and (out.network == "namespace" or out.network.startswith("sockets blocked"))

@@ -60,7 +60,7 @@ class Side:
         try:
             os.close(self.stdout)
         except OSError:
-            pass
+            pass  # closed already (a second kill)
 
 
 def seccomp_filter() -> bytes:

@@ -32,6 +32,7 @@ PATH_EVENTS = ("os.remove", "os.rmdir", "os.rename", "os.truncate", "os.chmod", 
                "os.mkdir", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "os.chflags", "os.setxattr",
                "os.removexattr", "os.mkfifo", "os.mknod", "sqlite3.connect")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")  # as sandbox.KINDS
 EXCEPTIONS = {name: cls for name, cls in vars(builtins).items() if isinstance(cls, type) and issubclass(cls, Exception)}
 
 
@@ -153,16 +154,24 @@ def answer(call: dict, namespace: dict) -> dict:
     return reply
 
 
+class Channel:
+    """The driver's side of the relay to the solution, with the number of the last call (replies must match it)."""
+
+    def __init__(self, inp, out):
+        self.inp, self.out, self.seq = inp, out, 0
+
+
 class Proxy:
     """The tested function as the driver sees it: each call is a round trip to the solution's process."""
 
-    def __init__(self, name: str, channel, classes: dict):
+    def __init__(self, name: str, channel: Channel, classes: dict):
         self.name, self.channel, self.classes = name, channel, classes
         self.__name__ = name
 
     def __call__(self, *args, **kwargs):
-        inp, out = self.channel
-        seq = self.channel.seq = getattr(self.channel, "seq", 0) + 1
+        inp, out = self.channel.inp, self.channel.out
+        self.channel.seq += 1
+        seq = self.channel.seq
         send(out, {"to": "solution", "msg": {"seq": seq, "name": self.name, "args": encode(list(args)),
                                               "kwargs": encode(kwargs)}})
         try:
@@ -176,10 +185,6 @@ class Proxy:
         for arg, after in zip(args, reply.get("after") or []):
             write_back(arg, after, self.classes)
         return decode(reply.get("value"), self.classes)
-
-
-class Channel(tuple):
-    pass
 
 
 def rebuilt(error: dict) -> BaseException:
@@ -217,12 +222,13 @@ def driver(inp, out, job: dict) -> None:
     if not isinstance(loaded, dict) or loaded.get("kind") != "passed" or not job["tests"].strip():
         found = loaded if isinstance(loaded, dict) else {}
         kind = found.get("kind") if found.get("kind") in KINDS else "crash"
-        send(out, {"result": {"kind": kind, "detail": str(found.get("detail", ""))[:300]}})
+        send(out, {"result": {"kind": kind, "detail": str(found.get("detail", ""))[:300],
+                              "network": job.get("network", "")}})
         return
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     context = trusted_context(job.get("context", ""), namespace)
     classes = {n: v for n, v in namespace.items() if isinstance(v, type)}
-    channel = Channel((inp, out))
+    channel = Channel(inp, out)
     names = [n for n in loaded.get("names", []) if isinstance(n, str)]
     builtin = set(vars(builtins))
     for name in names:  # the tested function, and functions the tests call that the trusted context lacks
@@ -231,7 +237,7 @@ def driver(inp, out, job: dict) -> None:
     result = outcome_of(lambda: exec(compiled(job["tests"], "<tests>"), namespace))
     if context:
         result["detail"] = (result["detail"] + f" (context: {context})").strip()[:300]
-    send(out, {"result": result})
+    send(out, {"result": {**result, "network": job.get("network", "")}})  # set here by the 'process' executor
 
 
 def trusted_context(context: str, namespace: dict) -> str:
@@ -247,9 +253,6 @@ def trusted_context(context: str, namespace: dict) -> str:
         except BaseException as err:  # noqa: BLE001 - reported with the outcome
             return f"{type(err).__name__}: {err}"[:100]
     return "" if not context.strip() else "the prompt is not a complete program"
-
-
-KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")
 
 
 def main() -> None:
