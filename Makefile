@@ -5,9 +5,12 @@
 #                 127.0.0.1:5432, started when it is down, skipped when there is none
 PY      ?= python3
 VENV    ?= .venv
+# Datasets: from the local mirror beside the clone when there is one (then offline), else from the Hub ($HF_ENDPOINT).
 MIRROR  ?= $(abspath ../shared/datasets)
+ifneq ($(wildcard $(MIRROR)/.),)
 export CURATE_HUB_MIRROR ?= $(MIRROR)
 export HF_HUB_OFFLINE ?= 1
+endif
 export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export PREFECT_SERVER_ANALYTICS_ENABLED = false

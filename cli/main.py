@@ -1,5 +1,6 @@
 """`curate`: validate, run and submit studies; the other command groups live beside this file."""
 
+import logging
 import os
 import sys
 import time
@@ -53,7 +54,7 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show e
                                           "on the terminal (by default they go to <output>/curate.log)."),
              show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                                help="Print the version and the code's fingerprint, then exit.")):
-    VERBOSE["on"] = verbose
+    VERBOSE["on"], output.JSON["on"] = verbose, False  # --json is set by the commands that take it
     output.quiet_defaults(verbose)
 
 
@@ -62,12 +63,13 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
     """Validate the study (and, when its arms go to a work pool, the server, pool, deployment and pool limit).
     write=True writes the normalized data and the validated inputs, which the flow then reads instead of
     validating again."""
-    from tasks.ops.workers import quiet_libraries
     from tasks.spec.study import load_study
+
+    study = load_study(study_path)  # the YAML first: a typo is answered before torch and datasets load (~2 s)
+    from tasks.ops.workers import quiet_libraries
     from tasks.spec.validate import check_study
 
     quiet_libraries()
-    study = load_study(study_path)
     if smoke:
         from tasks.spec.presets import smoke as reduced
 
@@ -86,15 +88,26 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
     return study, inputs
 
 
+JSON_HELP = "Print one JSON document instead of text (errors too: {ok: false, error, problems})."
+
+
 @app.command()
-def validate(study_path: Path = typer.Argument(..., help="Study YAML file.")):
+def validate(study_path: Path = typer.Argument(..., help="Study YAML file."),
+             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Check the study, its catalog entries, data and model; report every problem at once. Writes nothing."""
+    output.JSON["on"] = as_json
     try:
         study, inputs = _check(study_path)
     except WorkbenchError as err:
         fail(err)
-    arms = ", ".join(f"{a.name} ({a.rows} rows)" for a in inputs.arms)
     n = sum(len(study.arm_points(a.name)) for a in inputs.arms)
+    if as_json:
+        output.emit({"ok": True, "study": study.name, "file": str(study_path), "task": study.task,
+                     "sizes": study.mixture.sizes, "seeds": study.seeds, "points": n, "warnings": inputs.warnings,
+                     "arms": [{"name": a.name, "rows": a.rows, "points": len(study.arm_points(a.name)),
+                               "contamination": a.contamination} for a in inputs.arms]})
+        return
+    arms = ", ".join(f"{a.name} ({a.rows} rows)" for a in inputs.arms)
     console.print(f"[green]OK[/] {study_path}: task {study.task}, arms: {arms}; sizes {study.mixture.sizes} x "
                   f"{study.seeds} seed(s); {n} points")
     _print_contamination(study, inputs)
@@ -176,8 +189,12 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
     try:
         with output.StudyProgress(uri, study.name, per_arm):
             result = curate(study)
-    except WorkbenchError as err:
-        fail(err)
+    except WorkbenchError as err:  # validated before: a problem found while running is the study failing
+        fail(err, output.NOTHING_OR_FAILED)
+    except Exception as err:  # noqa: BLE001 - the study ran and failed: exit 1, the traceback is in the log
+        logging.getLogger("curate").exception("the study failed")
+        fail(WorkbenchError(f"the study failed: {type(err).__name__}: {err} (finished points are kept; the same "
+                            f"command resumes; details: {log})"), output.NOTHING_OR_FAILED)
     minutes = (time.perf_counter() - start) / 60
     output.print_ranking(result, study.name)
     console.print(f"points trained: {result['points_trained']}, reused from earlier runs: {result['points_reused']}")

@@ -1,6 +1,7 @@
 """What the terminal shows: errors, tables, the ranking, a progress display for a running study, and the quiet mode
 that sends library warnings and Prefect's per-task logs to `<output>/curate.log` instead of the screen."""
 
+import json
 import logging
 import os
 import sys
@@ -13,15 +14,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 200)  # logs and CI: don't fold the ranking table
+# Not a terminal (a pipe, a log, CI): lines are never folded, and tables are as wide as their content.
+console = Console() if sys.stdout.isatty() else Console(width=1000, soft_wrap=True)
 LOG_FILE = "CURATE_LOG_FILE"  # worker processes send their warnings and logs here too (tasks.ops.workers)
+# Exit codes of every verb (docs/cli.md): 0 ok; 1 nothing found, or the study ran and failed; 2 invalid input.
+OK, NOTHING_OR_FAILED, INVALID = 0, 1, 2
+JSON = {"on": False}  # --json: the one JSON document on stdout, errors included
 
 
-def fail(err: Exception) -> None:
-    """The one way a command stops on bad input: the message, exit status 2."""
+def fail(err: Exception, code: int = INVALID) -> None:
+    """The one way a command stops on bad input: the message (a JSON object with --json), exit status 2."""
+    if JSON["on"]:
+        emit({"ok": False, "error": str(err).split("\n")[0], "problems": getattr(err, "problems", [str(err)])})
+        raise typer.Exit(code)
     console.print("[bold red]error:[/]", end=" ")
     console.print(str(err), markup=False, highlight=False)  # messages hold regexes like [a-z0-9]
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def emit(document) -> None:
+    """--json output: one JSON document on stdout (numbers as numbers, paths and dates as strings)."""
+    sys.stdout.write(json.dumps(_plain(document), indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def _plain(value):
+    """NaN and infinities are not JSON: null (a metric that could not be computed)."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def table(rows: list[dict], title: str) -> Table:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cli import output
 from cli.output import console, fail, table
 from tasks.errors import WorkbenchError
 
@@ -86,22 +87,39 @@ def plan(study_path: Path = typer.Argument(..., help="Study YAML file."),
          gpus: Path = typer.Option(None, help="GPU table (default infra/gpus.yaml: memory, peak bf16 TFLOP/s, price)."),
          parallel: int = typer.Option(None, help="GPUs running arms at once (default: the study's concurrency)."),
          measure: bool = typer.Option(False, "--measure", help="First time a few LoRA steps of the study's model on "
-                                      "this machine, so its estimate is from measured throughput (loads the weights).")):
+                                      "this machine, so its estimate is from measured throughput (loads the weights)."),
+         as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text.")):
     """The plan before compute: model size (from its config, no weights), FLOPs and tokens per point, memory per
     GPU, the GPU kinds that fit with wall time and cost, LoRA vs full fine-tune, and this machine's estimate."""
     from tasks.ops import plan as ops
     from tasks.spec.study import load_study
 
+    output.JSON["on"] = as_json
     try:
         study = load_study(study_path)
         if measure:
             rate = ops.measure(study)
-            console.print(f"measured on {rate['machine']}: {rate['train_tokens_per_s']:.0f} training tokens/s "
-                          f"({rate['train_flops_per_s'] / 1e9:.1f} GFLOP/s LoRA, bf16 {rate['bf16']}), scoring "
-                          f"{rate['eval_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)
-        show(build(study, gpus, parallel))
+            if not as_json:
+                console.print(f"measured on {rate['machine']}: {rate['train_tokens_per_s']:.0f} training tokens/s "
+                              f"({rate['train_flops_per_s'] / 1e9:.1f} GFLOP/s LoRA, bf16 {rate['bf16']}), "
+                              f"scoring {rate['eval_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)
+        built = build(study, gpus, parallel)
     except WorkbenchError as err:
         fail(err)
+    if as_json:
+        output.emit(as_document(built))
+    else:
+        show(built)
+
+
+def as_document(p: dict) -> dict:
+    """The plan as data (`curate plan --json`): the same numbers the text shows."""
+    from dataclasses import asdict
+
+    return {"ok": True, "study": p["study"].name, "model": asdict(p["shape"]), "workload": asdict(p["w"]),
+            "totals": p["totals"], "gpus": p["rows"], "cheapest": p["best"], "mfu": p["mfu"],
+            "overhead_s_per_point": p["overhead"], "lora_or_full": p["full"], "this_machine": p["local"],
+            "this_machine_measured": p["rate"], "from_last_run": p["from_run"], "last_run": p["seen"]}
 
 
 def confirm(study, yes: bool, inputs=None) -> None:

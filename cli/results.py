@@ -5,10 +5,12 @@ from pathlib import Path
 
 import typer
 
+from cli import output
 from cli.output import console, fail, fmt, print_ranking, table
 from tasks.errors import WorkbenchError
 
 STORE_HELP = "MLflow store, e.g. sqlite:///runs/NAME/mlflow.db (default: $MLFLOW_TRACKING_URI)."
+JSON_HELP = "Print one JSON document instead of text."
 
 
 def _store(tracking_uri: str | None) -> str:
@@ -23,16 +25,22 @@ def _store(tracking_uri: str | None) -> str:
 def rank(study_run_id: str = typer.Argument(..., help="MLflow run id of a study run."),
          tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help=STORE_HELP),
          metric: str = typer.Option(None, help="Rank on this metric instead of the study's primary metric."),
-         out: Path = typer.Option(None, help="Folder for ranking.csv/.md and scaling.png (default ./ranking-RUNID).")):
+         out: Path = typer.Option(None, help="Folder for ranking.csv/.md and scaling.png (default ./ranking-RUNID)."),
+         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Fit and rank a finished study from MLflow alone."""
     from tasks.backends.report import rank_from_mlflow
     from tasks.backends.tracking import StoreError
 
+    output.JSON["on"] = as_json
     uri = _store(tracking_uri)
     try:
         result = rank_from_mlflow(uri, study_run_id, out or Path(f"ranking-{study_run_id[:8]}"), metric)
     except (StoreError, ValueError, KeyError, WorkbenchError) as err:
         fail(WorkbenchError(f"cannot rank run {study_run_id} in {uri}: {err}"))
+    if as_json:
+        keys = ("metric", "ranked_at", "method_note", "noise_line", "agreement", "placebo", "out_dir", "rows")
+        output.emit({"ok": True, "study_run_id": study_run_id, **{k: result.get(k) for k in keys}})
+        return
     print_ranking(result, "")
     console.print(f"written to {result['out_dir']} and logged on the study run")
 
@@ -64,11 +72,14 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
            tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow store (default: "
                                             "$MLFLOW_TRACKING_URI, or the study file's own store)."),
            run_id: str = typer.Option(None, "--run", help="A particular study run (default: the latest)."),
-           points: bool = typer.Option(True, help="Show every point, not only the arms.")):
-    """Each arm and point of a study as queued / running / completed / failed, with durations (MLflow + Prefect)."""
+           points: bool = typer.Option(True, help="Show every point, not only the arms."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Each arm and point of a study as queued / running / completed / failed, with durations (MLflow + Prefect).
+    Exit code 1 when the store holds no run of the study."""
     from tasks.backends import tracking
     from tasks.ops.status import study_status
 
+    output.JSON["on"] = as_json
     name = study
     if study and study.endswith((".yaml", ".yml")) and not Path(study).is_file():
         fail(WorkbenchError(f"{study}: no such file (a study file, or a study name in the store)"))
@@ -83,10 +94,15 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass a study file, --tracking-uri, or set MLFLOW_TRACKING_URI"))
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        console.print(f"{name or 'no study'}: no study run yet (no store at {tracking_uri.removeprefix('sqlite:///')})")
-        raise typer.Exit(1)
-    for n in [name] if name else tracking.experiment_names(tracking_uri):
-        info = study_status(tracking_uri, n, run_id)
+        fail(WorkbenchError(f"{name or 'no study'}: no study run yet (no store at "
+                            f"{tracking_uri.removeprefix('sqlite:///')})"), output.NOTHING_OR_FAILED)
+    found = {n: study_status(tracking_uri, n, run_id) for n in ([name] if name else tracking.experiment_names(tracking_uri))}
+    if as_json:
+        output.emit({"ok": any(found.values()), "tracking_uri": tracking_uri,
+                     "studies": [{"study": n, **info} for n, info in found.items() if info],
+                     "not_run": [n for n, info in found.items() if not info]})
+        raise typer.Exit(0 if any(found.values()) else output.NOTHING_OR_FAILED)
+    for n, info in found.items():
         if not info:
             console.print(f"{n}: no study run in {tracking_uri}")
             continue
@@ -98,3 +114,5 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
             metric = info["primary_metric"] or "metric"
             console.print(table([{**{k: fmt(v, k) for k, v in p.items() if k != "metric"}, metric: fmt(p["metric"])}
                                  for p in info["points"]], "points"))
+    if not any(found.values()):
+        raise typer.Exit(output.NOTHING_OR_FAILED)

@@ -1,18 +1,27 @@
 """A local stand-in for the Hugging Face Hub's HTTP API — the only stand-in in the tests (the Hub cannot be reached
 here). It serves the calls `huggingface_hub.HfApi` makes for `curate push` and `curate push-data` and for reading the
 results back: create a repository, preupload (every file 'regular', so no LFS/Xet storage), commit (ndjson, base64
-files), list commits, repository info, file tree, and resolve (download) at a revision. Repositories live in memory
-as a list of commits, each a full snapshot of path -> bytes; a token is required on every call.
+files), list commits, repository info, file tree, paths-info, and resolve (download) at a revision — which is also
+everything `datasets.load_dataset("org/name")` calls. Repositories live in memory as a list of commits, each a full
+snapshot of path -> bytes; a token is required on every call to a private repository and on every write.
 
     with HubStandIn(token="hf_test") as hub:   # hub.endpoint -> http://127.0.0.1:PORT
         HfApi(endpoint=hub.endpoint, token="hf_test").create_repo("org/x", repo_type="dataset", private=True)
+
+Public dataset repositories can be served from a folder of 'org__name' folders (the layout of a CURATE_HUB_MIRROR),
+for a clone with no mirror beside it (README, "Without the local mirror"):
+
+    python tests/hub_standin.py --datasets ../shared/datasets --port 8765 &
+    HF_ENDPOINT=http://127.0.0.1:8765 make demo
 """
 
+import argparse
 import base64
 import hashlib
 import json
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
@@ -24,7 +33,9 @@ KINDS = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 def app(token: str, repos: dict) -> FastAPI:
     api = FastAPI()
 
-    def auth(request: Request) -> None:
+    def auth(request: Request, readable: dict | None = None) -> None:
+        if readable is not None and not readable["private"]:
+            return  # public repositories are read without a token, as on the Hub
         if request.headers.get("authorization") != f"Bearer {token}":
             raise HTTPException(401, "Invalid credentials in Authorization header")
 
@@ -104,32 +115,54 @@ def app(token: str, repos: dict) -> FastAPI:
 
     @api.get("/api/{kind}s/{org}/{name}/commits/{rev}")
     async def commits(kind: str, org: str, name: str, rev: str, request: Request):
-        auth(request)
         r = repo(kind, f"{org}/{name}")
+        auth(request, r)
         return [{"id": c["id"], "title": c["title"], "message": c["message"], "date": c["date"],
                  "authors": [{"user": "tester"}]} for c in reversed(r["commits"])]
 
     @api.get("/api/{kind}s/{org}/{name}/tree/{rev}")
     @api.get("/api/{kind}s/{org}/{name}/tree/{rev}/{path:path}")
-    async def tree(kind: str, org: str, name: str, rev: str, request: Request, path: str = ""):
-        auth(request)
-        _, files = snapshot(repo(kind, f"{org}/{name}"), rev)
-        prefix = path.rstrip("/") + "/" if path else ""
-        return [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                for p, b in sorted(files.items()) if p.startswith(prefix)]
+    async def tree(kind: str, org: str, name: str, rev: str, request: Request, path: str = "", recursive: bool = False):
+        r = repo(kind, f"{org}/{name}")
+        auth(request, r)
+        _, files = snapshot(r, rev)
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        entries, folders = [], set()
+        for p, b in sorted(files.items()):
+            if not p.startswith(prefix):
+                continue
+            parts = p[len(prefix):].split("/")
+            for depth in range(1, len(parts) if recursive else min(2, len(parts))):
+                folders.add(prefix + "/".join(parts[:depth]))
+            if recursive or len(parts) == 1:
+                entries.append(_entry(p, b))
+        return [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)] + entries
+
+    @api.post("/api/{kind}s/{org}/{name}/paths-info/{rev}")
+    async def paths_info(kind: str, org: str, name: str, rev: str, request: Request):
+        r = repo(kind, f"{org}/{name}")
+        auth(request, r)
+        _, files = snapshot(r, rev)
+        form = await request.form()
+        wanted = form.getlist("paths")
+        out = [_entry(p, files[p]) for p in wanted if p in files]
+        out += [{"type": "directory", "path": p, "oid": hashlib.sha1(p.encode()).hexdigest()} for p in wanted
+                if p not in files and any(f.startswith(p.rstrip("/") + "/") for f in files)]
+        return out
 
     @api.get("/api/{kind}s/{org}/{name}")
     @api.get("/api/{kind}s/{org}/{name}/revision/{rev}")
     async def info(kind: str, org: str, name: str, request: Request, rev: str = "main"):
-        auth(request)
         r = repo(kind, f"{org}/{name}")
+        auth(request, r)
         sha, files = snapshot(r, rev)
         return {"id": f"{org}/{name}", "sha": sha, "private": r["private"], "siblings": [{"rfilename": p} for p in files],
                 "lastModified": r["commits"][-1]["date"] if r["commits"] else None}
 
     async def resolve(kind: str, repo_id: str, rev: str, path: str, request: Request, body: bool):
-        auth(request)
-        sha, files = snapshot(repo(kind, repo_id), rev)
+        r = repo(kind, repo_id)
+        auth(request, r)
+        sha, files = snapshot(r, rev)
         if path not in files:
             raise HTTPException(404, f"Entry Not Found: {path}", headers={"X-Error-Code": "EntryNotFound"})
         data = files[path]
@@ -146,15 +179,32 @@ def app(token: str, repos: dict) -> FastAPI:
     return api
 
 
-class HubStandIn:
-    """Runs the stand-in on a free local port in a thread; `repos` holds what was pushed."""
+def _entry(path: str, data: bytes) -> dict:
+    return {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
 
-    def __init__(self, token: str = "hf_standin_token"):
+
+def public_datasets(folder: Path) -> dict:
+    """Every 'org__name' folder under `folder` as a public dataset repository 'org/name' with one commit."""
+    repos = {}
+    for repo_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir() and "__" in p.name):
+        files = {str(f.relative_to(repo_dir)): f.read_bytes() for f in sorted(repo_dir.rglob("*")) if f.is_file()}
+        oid = hashlib.sha1(repr(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in files.items())).encode()).hexdigest()
+        repos[("dataset", repo_dir.name.replace("__", "/", 1))] = {
+            "private": False, "commits": [{"id": oid, "title": "upload", "message": "", "files": files,
+                                           "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}]}
+    return repos
+
+
+class HubStandIn:
+    """Runs the stand-in on a local port (a free one by default) in a thread; `repos` holds what was pushed, and the
+    public dataset repositories of `datasets` (a folder of 'org__name' folders) when given."""
+
+    def __init__(self, token: str = "hf_standin_token", datasets: Path | None = None, port: int = 0):
         import socket
 
-        self.token, self.repos = token, {}
+        self.token, self.repos = token, public_datasets(datasets) if datasets else {}
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind(("127.0.0.1", port))
             self.port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app(token, self.repos), host="127.0.0.1", port=self.port,
@@ -172,3 +222,13 @@ class HubStandIn:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve a folder of 'org__name' dataset folders as a local Hub.")
+    parser.add_argument("--datasets", type=Path, required=True, help="e.g. ../shared/datasets")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    hub = HubStandIn(datasets=args.datasets, port=args.port)
+    print(f"serving {len(hub.repos)} dataset repositories at {hub.endpoint} (HF_ENDPOINT={hub.endpoint})", flush=True)
+    hub.server.run()

@@ -109,7 +109,7 @@ def test_a_binary_d0_file_is_named(tmp_path, tiny_model):
     ({"training": {"epochs": float("inf")}}, "training.epochs: Input should be a finite number"),
     ({"training": {"epochs": float("nan")}}, "training.epochs: Input should be a finite number"),
     ({"training": {"batch_size": 1e6}}, "training.batch_size: Input should be less than or equal to 65536"),
-    ({"training": {"batch_size": 64}}, "training.batch_size 64 is larger than the largest mixture (32 rows)"),
+    ({"training": {"batch_size": 64}}, "training.batch_size x gradient_accumulation_steps = 64 is larger than the largest mixture (32 rows)"),
     ({"training": {"batch_size": 8.5}}, "training.batch_size: Input should be a valid integer"),
     ({"target_size": 20}, "target_size 20 is below the largest mixture size 32"),
 ])

@@ -38,7 +38,7 @@ def test_unknown_key_names_file_line_and_field(tmp_path):
     path = write_study(tmp_path, study)
     [problem] = _problems(path)
     line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "learnng_rate" in t)
-    assert problem == f"{path}:{line}: training.learnng_rate: unknown key"
+    assert problem == f"{path}:{line}: training.learnng_rate: unknown key; did you mean 'learning_rate'?"
 
 
 def test_all_spec_problems_reported_at_once(tmp_path):

@@ -17,12 +17,12 @@ import datasets
 from tasks import tasktypes
 from tasks.common import cache_dir
 from tasks.errors import DataError
+from tasks.spec.paths import HUB_ID
 from tasks.spec.study import DataRef
 
 MIRROR_ENV = "CURATE_HUB_MIRROR"  # folder of Hub datasets as files, one 'org__name' folder per id
 FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
            ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.ECONNRESET, errno.ECONNREFUSED,
@@ -30,7 +30,10 @@ TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errn
 
 
 def transient(err: BaseException) -> bool:
-    """A failure worth retrying: network, timeouts, a flaky shared filesystem, a 5xx/429 from the Hub."""
+    """A failure worth retrying: network, timeouts, a flaky shared filesystem, a 5xx/429 from the Hub. Never offline
+    mode or a file missing from the local cache (both are ConnectionErrors to huggingface_hub), nor a 4xx."""
+    if type(err).__name__ in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline mode" in str(err).lower():
+        return False
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     status = getattr(getattr(err, "response", None), "status_code", None)
@@ -83,6 +86,9 @@ def resolve_source(source: str) -> Path | str:
     if Path(source).exists():
         return Path(source)
     mirror = os.environ.get(MIRROR_ENV)
+    if mirror and not Path(mirror).is_dir():
+        raise DataError(f"{MIRROR_ENV}={mirror}: no such folder (unset it to read Hub ids from the Hub, or point it at "
+                        f"a folder of 'org__name' dataset folders)")
     if mirror and HUB_ID.match(source) and (Path(mirror) / source.replace("/", "__")).is_dir():
         return Path(mirror) / source.replace("/", "__")
     if HUB_ID.match(source):
@@ -149,11 +155,12 @@ def load_split(ref: DataRef) -> datasets.Dataset:
     """Load one split (with slicing) of a local file/folder/zip, an installed package file, the mirror or the Hub."""
     where = resolve_source(ref.source)
     if isinstance(where, str):  # only the Hub can serve it
-        try:
-            return with_retries(datasets.load_dataset, where, ref.subset, split=ref.split, what=f"loading {where} from the Hub")
+        try:  # no retries of ours: huggingface_hub already backs off on network errors, 5xx and 429
+            return datasets.load_dataset(where, ref.subset, split=ref.split)
         except Exception as err:  # the Hub client raises many types; keep the cause, name the source
-            raise DataError(f"'{ref.source}': could not load split '{ref.split}' from the Hub "
-                            f"(set {MIRROR_ENV} to a local mirror when offline): {err}") from err
+            offline = "HF_HUB_OFFLINE is set; " if datasets.config.HF_HUB_OFFLINE else ""
+            raise DataError(f"'{ref.source}': could not load split '{ref.split}' from the Hub ({offline}set "
+                            f"{MIRROR_ENV} to a local mirror when offline): {err}") from err
     if where.suffix == ".zip":
         where = _unzip(where)
     base_split = ref.split.split("[")[0]

@@ -13,7 +13,7 @@ import torch
 from tasks import tasktypes
 from tasks.backends import judge, models
 from tasks.backends.data import read_jsonl, write_jsonl
-from tasks.spec.study import Training
+from tasks.spec.training import Training
 
 _BASE: dict[tuple, dict] = {}  # (model folder, trust_remote_code) -> the worker's base model, tokenizer, saved weights
 _REFERENCE: dict[tuple, list] = {}  # (model, benchmark file and its mtime, task, preset) -> the base model's records
@@ -46,7 +46,8 @@ def load_adapted(model_dir: str, adapter_dir: str | None, trust_remote_code: boo
         return base["model"], base["tokenizer"]
     targets = set(PeftConfig.from_pretrained(adapter_dir).target_modules)
     for name, module in base["model"].named_modules():  # keep the weights the merge will change (not the whole model)
-        if name.rsplit(".", 1)[-1] in targets and name not in base["saved"]:
+        # peft's rule: a target is a module name or its last parts ('q_proj'; 'all-linear' is saved as full names)
+        if any(name == t or name.endswith("." + t) for t in targets) and name not in base["saved"]:
             base["saved"][name] = module.weight.detach().clone()
     merged = PeftModel.from_pretrained(base["model"], adapter_dir).merge_and_unload()
     base["dirty"] = True

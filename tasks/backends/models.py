@@ -122,8 +122,23 @@ def use_bf16(setting: str) -> bool:
 
 
 def use_4bit(setting: str) -> bool:
-    """QLoRA 4-bit only on CUDA, decided explicitly: on CPU bitsandbytes loads silently and runs slowly."""
-    return setting == "4bit" or (setting == "auto" and torch.cuda.is_available())
+    """QLoRA 4-bit only on CUDA with bitsandbytes installed (the [gpu] extra), decided explicitly: on CPU
+    bitsandbytes loads silently and runs slowly. '4bit' without bitsandbytes is refused by validation."""
+    return setting == "4bit" or (setting == "auto" and torch.cuda.is_available() and has_bitsandbytes())
+
+
+def has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def quantization_problem(setting: str) -> str | None:
+    """Before compute: 4-bit asked for where it cannot run."""
+    if setting == "4bit" and not has_bitsandbytes():
+        return ("training.quantization: '4bit' (QLoRA) needs bitsandbytes, which is not installed: "
+                "pip install 'curation-workbench[gpu]' (or quantization: auto | none)")
+    return None
 
 
 def load_for_training(folder: Path, quantize: bool, trust_remote_code: bool):

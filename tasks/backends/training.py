@@ -9,7 +9,7 @@ import torch
 from tasks import tasktypes
 from tasks.backends import models
 from tasks.backends.data import read_jsonl
-from tasks.spec.study import Training
+from tasks.spec.training import Training
 
 
 def lora_config(preset: Training):
@@ -23,10 +23,13 @@ def _common(preset: Training, seed: int, out_dir: Path, bf16: bool) -> dict:
     """The trainer arguments SFT and DPO share."""
     return dict(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=preset.batch_size,
-        num_train_epochs=preset.epochs, max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=0, seed=seed, data_seed=seed, bf16=bf16,
-        use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", logging_strategy="no",
-        disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None, gradient_checkpointing=False)
+        gradient_accumulation_steps=preset.gradient_accumulation_steps, num_train_epochs=preset.epochs,
+        max_steps=preset.max_steps or -1, learning_rate=preset.learning_rate, lr_scheduler_type=preset.lr_scheduler_type,
+        warmup_steps=preset.warmup_steps, seed=seed, data_seed=seed, bf16=bf16, use_cpu=not torch.cuda.is_available(),
+        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+        dataset_num_proc=None, gradient_checkpointing=preset.gradient_checkpointing,
+        # the reentrant variant needs an input that requires grad, which a frozen base with LoRA does not have
+        gradient_checkpointing_kwargs={"use_reentrant": False} if preset.gradient_checkpointing else None)
 
 
 def dpo_config(preset: Training, seed: int, out_dir: Path, bf16: bool):

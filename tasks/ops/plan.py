@@ -68,8 +68,10 @@ def model_shape(study: Study) -> P.ModelShape:
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings()
     embedding = emb.numel() + (head.weight.numel() if head is not None and head.weight is not emb else 0)
     lora = study.training.lora
+    every = lora.target_modules == "all-linear"  # peft: every linear layer but the output head
     adapter = sum(lora.r * (m.in_features + m.out_features) for n, m in model.named_modules()
-                  if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in set(lora.target_modules))
+                  if isinstance(m, torch.nn.Linear) and m is not head
+                  and (every or n.rsplit(".", 1)[-1] in set(lora.target_modules)))
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return P.ModelShape(name=study.model.source, params=params, embedding_params=embedding, lora_params=adapter,
                         layers=text.num_hidden_layers, hidden=text.hidden_size, vocab=text.vocab_size)
@@ -151,7 +153,7 @@ def workload(study: Study, parallel: int | None = None, inputs=None) -> P.Worklo
     for arm in ["control", *cands]:
         per_row = d0_mean if arm == "control" else share * d0_mean + (1 - share) * cand_mean[arm]
         for size, _ in study.arm_points(arm):
-            rows = preset.max_steps * preset.batch_size if preset.max_steps else size * preset.epochs
+            rows = preset.max_steps * preset.step_batch if preset.max_steps else size * preset.epochs
             train.append(int(rows * per_row))
     bench_mean = mean_tokens(bench)
     settings = kind.settings(study)

@@ -7,8 +7,10 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.common import fingerprint
 from tasks.errors import StudyInvalid
+from tasks.spec.ecosystem import dataset_spellings
 from tasks.spec.options import Strict
 from tasks.spec.study import DataFormat, DataRef, check_task, task_field
+from tasks.spec.paths import anchor_entry
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -41,6 +43,11 @@ class CatalogEntry(Strict):
     def _task(cls, name: str) -> str:
         return check_task(name)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _spellings(cls, data):  # axolotl's and LLaMA-Factory's keys (tasks.spec.ecosystem)
+        return dataset_spellings(data, entry=True)
+
     @model_validator(mode="after")
     def _has_source(self):
         if not (self.hub_id or self.path):
@@ -71,7 +78,7 @@ def load_catalog(directory: str | Path) -> dict[str, CatalogEntry]:
     problems: list[str] = []
     for path in sorted(directory.glob("*.y*ml")):
         try:
-            entry = load_model_file(CatalogEntry, path)
+            entry = anchor_entry(load_model_file(CatalogEntry, path), path.parent)
         except StudyInvalid as err:
             problems += err.problems
             continue

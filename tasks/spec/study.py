@@ -6,7 +6,9 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tasks import tasktypes
+from tasks.spec.ecosystem import dataset_spellings
 from tasks.spec.options import Contamination, Execution, Judge, Mixture, ModelRef, Noise, Ranking, Strict
+from tasks.spec.training import Lora, Training  # noqa: F401 - Lora: part of the study's schema
 from tasks.spec.yamlfile import load_model_file
 
 
@@ -49,6 +51,11 @@ class DataRef(Strict):
     drop_unusable: bool = Field(False, description="Drop the rows the task type cannot use (math: an answer that "
                                 "is not a number) and report how many, instead of refusing the whole source.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _spellings(cls, data):  # axolotl's and LLaMA-Factory's keys (tasks.spec.ecosystem)
+        return dataset_spellings(data, entry=False)
+
 
 class Benchmark(Strict):
     """The evaluation set: a named dataset split, or a held-out slice of D0. Never trained on."""
@@ -67,43 +74,6 @@ class Benchmark(Strict):
         if (self.data is None) == (self.holdout is None):
             raise ValueError("give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)")
         return self
-
-
-class Lora(Strict):
-    """LoRA adapter shape (peft.LoraConfig)."""
-
-    r: int = Field(8, gt=0, description="Adapter rank.")
-    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (lora_alpha).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      description="Module names to adapt, e.g. q_proj, v_proj.")
-
-
-class Training(Strict):
-    """The training preset: the same for every point of the study."""
-
-    method: Literal["auto", "sft", "dpo"] = Field("auto", description="'sft': supervised fine-tuning on the answer; "
-                                                  "'dpo': direct preference optimization on prompt/chosen/rejected "
-                                                  "pairs (task: preference); 'auto': the task type's method.")
-    dpo_beta: float = Field(0.1, gt=0, description="DPO only: the KL strength beta, also the scale of the implicit "
-                            "reward the benchmark reports.")
-
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over each mixture (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, gt=0, description="Fixed number of optimizer steps per point.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (linear decay, no warm-up).")
-    batch_size: int = Field(8, gt=0, le=65536, description="Examples per optimizer step (at most the largest "
-                            "mixture size).")
-    max_length: int = Field(128, ge=16, le=131072, description="Tokens per example; the input text is shortened to fit, "
-                            "the answer is never cut.")
-    lora: Lora = Field(default_factory=Lora, description="LoRA adapter settings.")
-    quantization: Literal["auto", "none", "4bit"] = Field("auto", description="'auto': QLoRA 4-bit when CUDA "
-                                                          "is available, full precision otherwise.")
-    bf16: Literal["auto", "true", "false"] = Field("auto", description="bf16 autocast: 'auto' uses it on CUDA "
-                                                   "and on CPUs with native bf16 (avx512_bf16/AMX).")
-    threads: int = Field(1, gt=0, le=1024, description="CPU threads per worker (torch.set_num_threads).")
-    eval_batch_size: int = Field(16, gt=0, le=65536, description="Benchmark examples per forward pass.")
-    max_new_tokens: int = Field(32, gt=0, le=32768, description="Generation budget (extractive QA answers, generated-answer "
-                                "metrics of instruction studies).")
 
 
 class FewShot(Strict):
@@ -242,9 +212,10 @@ class Study(Strict):
         if self.target_size < largest:
             raise ValueError(f"target_size {self.target_size} is below the largest mixture size {largest}: the ranking "
                              f"predicts at the size you plan to train at; set target_size: {largest} or more")
-        if self.training.batch_size > largest:
-            raise ValueError(f"training.batch_size {self.training.batch_size} is larger than the largest mixture "
-                             f"({largest} rows): no point could fill one optimizer step; use at most {largest}")
+        if self.training.step_batch > largest:
+            raise ValueError(f"training.batch_size x gradient_accumulation_steps = {self.training.step_batch} is larger "
+                             f"than the largest mixture ({largest} rows): no point could fill one optimizer step; use "
+                             f"at most {largest}")
         return self
 
     @model_validator(mode="after")
@@ -292,5 +263,8 @@ def _metrics_of(task: str | None) -> tuple[str, ...]:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML file; all problems are reported at once with their lines."""
-    return load_model_file(Study, Path(path))
+    """Read and validate a study YAML file; all problems are reported at once with their lines. Relative paths in
+    it are relative to its folder (tasks.spec.paths)."""
+    from tasks.spec.paths import anchor_study
+
+    return anchor_study(load_model_file(Study, Path(path)), Path(path).parent)

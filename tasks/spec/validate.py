@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from tasks import tasktypes
 from tasks.backends.data import load_split, normalize, write_jsonl
-from tasks.backends.models import check_model
+from tasks.backends.models import check_model, quantization_problem
 from tasks.common import CONTROL, PLACEBO, fingerprint, is_placebo
 from tasks.core import contamination, mixing
 from tasks.errors import DataError, StudyInvalid
@@ -223,6 +223,7 @@ def _warnings(study: Study, problems: list[str]) -> list[str]:
         problems.append(f"output_dir: '{existing}' is a file, not a folder (output_dir: {study.output_dir})")
     elif not os.access(existing, os.W_OK | os.X_OK):
         problems.append(f"output_dir: '{existing}' is not writable by this user (output_dir: {study.output_dir})")
+    problems += [p for p in [quantization_problem(study.training.quantization)] if p]
     return ([f"model.trust_remote_code: true: Python code shipped with '{study.model.source}' runs in this process "
              f"and on every worker, unsandboxed; recorded on the study run"] if study.model.trust_remote_code else [])
 

@@ -1,5 +1,7 @@
 """Read YAML with line numbers, and turn pydantic errors into 'file:line: field: message'."""
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,27 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise StudyInvalid([f"{where}: not valid YAML: {getattr(err, 'problem', err)}"], str(path)) from None
 
 
-def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, prefix: tuple = ()) -> list[str]:
-    """One line per pydantic error: file:line: field.path: message."""
+def _keys_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The field names valid where an unknown key sits (loc without the key), for a 'did you mean'."""
+    for key in loc:
+        fields = getattr(model, "model_fields", {})
+        if key not in fields:
+            if isinstance(key, int) or key in ("list", "dict"):
+                continue
+            return []
+        hint = fields[key].annotation
+        model = next((t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _unknown(model, loc: tuple) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _keys_at(model, loc[:-1]), n=1, cutoff=0.6)
+    return f"unknown key; did you mean '{close[0]}'?" if close else "unknown key"
+
+
+def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, prefix: tuple = (),
+                    model: type[BaseModel] | None = None) -> list[str]:
+    """One line per pydantic error: file:line: field.path: message (an unknown key with the closest valid one)."""
     out = []
     for e in err.errors():
         loc = prefix + tuple(x for x in e["loc"] if not str(x).startswith("function-"))
@@ -55,7 +76,7 @@ def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, pr
         line = _line_of(node, loc)
         msg = e["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown(model, loc)
         out.append(f"{path}:{line}: {field}: {msg}")
     return out
 
@@ -68,4 +89,4 @@ def load_model_file(model: type[BaseModel], path: Path) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise StudyInvalid(describe_errors(err, path, node), str(path)) from None
+        raise StudyInvalid(describe_errors(err, path, node, model=model), str(path)) from None
