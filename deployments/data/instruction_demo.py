@@ -7,7 +7,7 @@ the chat formats people meet in the wild (run by `make demo-instruction`; nothin
   nq-shuffled.jsonl the same 1,400 with answers shuffled between questions  messages   (a documented negative control)
   truthfulqa.jsonl  817 TruthfulQA questions, first correct answer          prompt_completion
   dev.jsonl         200 more NQ-open test questions (disjoint from all above) messages   (the failure-review loop's
-                    pool: instruction-dev.yaml mines the model's failures on it; README "Reviewing failures")
+                    pool: instruction-dev.yaml mines the model's failures on it; docs/review.md)
 The fourth candidate, OpenBookQA, is read straight from the package as Alpaca rows through a column map (see the
 catalog entry). NQ-open lists several gold answers; the first is the reference.
 

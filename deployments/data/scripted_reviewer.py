@@ -1,6 +1,6 @@
 """A scripted reviewer for the instruction demo's failure-review loop: it works through the review page in headless
 Chromium (Playwright), card by card, as a person would, and follows one written rule per card. This stands in for
-the person only; the page, the store and the export are the real ones. (The README's numbers for the loop came
+the person only; the page, the store and the export are the real ones. (docs/review.md's numbers for the loop came
 from this script; you would review in your own browser.)
 
   the model's answer is one of NQ-open's accepted answers (after SQuAD normalization)

@@ -32,8 +32,12 @@ TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errn
 def transient(err: BaseException) -> bool:
     """A failure worth retrying: network, timeouts, a flaky shared filesystem, a 5xx/429 from the Hub. Never offline
     mode or a file missing from the local cache (both are ConnectionErrors to huggingface_hub), nor a 4xx."""
-    if type(err).__name__ in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline mode" in str(err).lower():
-        return False
+    chain, seen = err, set()
+    while chain is not None and id(chain) not in seen:  # offline anywhere in the chain: never worth a retry
+        if type(chain).__name__ in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline mode" in str(chain).lower():
+            return False
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     status = getattr(getattr(err, "response", None), "status_code", None)

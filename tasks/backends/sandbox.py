@@ -98,12 +98,12 @@ def executor_name(requested: str = "auto") -> str:
         return "bwrap"
     if requested == "container" and not os.environ.get("CURATE_SANDBOX_CONTAINER"):
         raise SandboxUnavailable("executor 'container' needs $CURATE_SANDBOX_CONTAINER, a `docker run -i ...` line "
-                                 "(README, 'Code studies')")
+                                 "(docs/tasks.md, 'Code studies')")
     if requested in ("auto", "bwrap"):
         raise SandboxUnavailable("running generated code needs bubblewrap for isolation, and `bwrap` is not "
                                  "installed: `apt-get install bubblewrap` (Debian/Ubuntu), or set execution.executor: "
                                  "container (with $CURATE_SANDBOX_CONTAINER), or execution.executor: process to accept "
-                                 "plain processes with limits and an audit hook only (weaker; README, 'Code studies')")
+                                 "plain processes with limits and an audit hook only (weaker; docs/tasks.md, 'Code studies')")
     return requested
 
 

@@ -14,7 +14,7 @@ instances of classes the receiving side defines itself, are ever rebuilt — nev
 
 Second layer, after the executor's namespaces: resource limits and an audit hook (PEP 578) refusing sockets,
 subprocesses, signals, ctypes and writes outside the working directory, so common accidents get a clear
-'forbidden' outcome. The boundary itself is the executor (README, "Code studies")."""
+'forbidden' outcome. The boundary itself is the executor (docs/tasks.md, "Code studies")."""
 
 import builtins
 import os

@@ -34,7 +34,7 @@ class Ranking(Strict):
 
 class Noise(Strict):
     """Training noise: how much a point's metric moves between seeds (data order, adapter init, rows drawn). Every
-    interval and `sig` contains it; the README's "What the intervals contain" says how it is measured."""
+    interval and `sig` contains it; docs/reading-results.md, "What the intervals contain", says how it is measured."""
 
     control_replicates: int = Field(3, ge=0, le=10, description="With seeds: 1, extra seeds of the control arm at "
                                     "replicate_sizes, run only to measure training noise. 0: no measurement, and the "
@@ -146,7 +146,7 @@ def check_generation(field: str, value, data: dict):
         raise ValueError("task 'code' runs the model's generated code against the tests: the study must say "
                          "allow_code_execution: true (it runs isolated: bubblewrap namespaces, a read-only system, "
                          "user nobody, time and memory limits, no network, the outcome judged outside the process "
-                         "that runs it; README, 'Code studies')")
+                         "that runs it; docs/tasks.md, 'Code studies')")
     metrics = [*(data.get("metrics") or []), data.get("primary_metric") or ""]
     ks = [int(m.rsplit("_", 1)[1]) for m in metrics if m.startswith("pass_at_")]
     if field == "execution" and ks and max(ks) > value.samples:

@@ -1,6 +1,6 @@
 """Named bundles of study settings (`preset:` in a study) and the smoke-test reduction (`curate run --smoke`).
 
-A preset fills only what the study leaves out: every field stays overridable one by one. The README's table is
+A preset fills only what the study leaves out: every field stays overridable one by one. docs/study-file.md's table is
 this dict, sized for a 135M-parameter model on a CPU (quick) up to a GPU (thorough)."""
 
 import copy

@@ -97,7 +97,7 @@ class Study(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Study name; the MLflow experiment.")
     preset: Literal["quick", "standard", "thorough"] | None = Field(None, description="A named bundle of sizes, "
                                                                   "seeds, epochs, LoRA rank, few-shot k, generation "
-                                                                  "length and benchmark sample (README); the study's "
+                                                                  "length and benchmark sample (docs/study-file.md); the study's "
                                                                   "own values win, field by field.")
     task: str = task_field("Task type: one of the registered task types (`curate tasks` lists them).")
     base: DataRef = Field(description="D0, your own labelled data.")
