@@ -75,7 +75,8 @@ def render(study: str) -> str:
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     header = list(rows[0])
-    sizes = [c for c in header if re.fullmatch(r".+@\d+", c)]
+    metric = header[3].rsplit("@", 1)[0]  # rank, arm, license, then the metric at each size
+    sizes = [c for c in header if re.fullmatch(re.escape(metric) + r"@\d+", c)]
     interval = next(c for c in header if c.startswith("delta ") and c.endswith("interval"))
     cols = ["rank", "arm", *(f"@{c.rsplit('@', 1)[1]}" for c in sizes), f"delta vs control [{interval.split()[1]}]",
             "sig", "mde", "p_best"]
