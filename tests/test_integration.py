@@ -99,6 +99,7 @@ def test_backtest_command_prints_fidelity_table(finished_study):
     assert "pairwise_accuracy" in result.output
     metrics = client.get_run(study.info.run_id).data.metrics
     assert 0 <= metrics["backtest_baseline_pairwise_accuracy"] <= 1 and "backtest_fit_mean_abs_error" in metrics
+    assert all(v == float(f"{v:.4g}") for k, v in metrics.items() if k.startswith("backtest_"))  # shown: rounded
 
 
 def test_rank_reproduces_ranking_from_mlflow_alone(finished_study, tmp_path):

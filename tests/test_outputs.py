@@ -90,6 +90,8 @@ def test_the_mlflow_ui_opens_on_the_answer(finished_study, browser, tmp_path):
     first = study.data.tags["mlflow.note.content"].split("\n")[0]
     assert re.search(r"gold_logprob (observed at \d+|predicted at 512) ", first), first  # says what was ranked
     assert control.data.tags["mlflow.note.content"].startswith("rank ") and "rank" in control.data.metrics
+    # the run name leads the runs table: the rank first, then the arm
+    assert {a.info.run_name for a in arms} == {f"{int(a.data.metrics['rank'])}. {a.data.tags['curate.arm']}" for a in arms}
     port = free_port()
     base, exp = f"http://127.0.0.1:{port}", study.info.experiment_id
     with uipages.mlflow_server(uri, port, tmp_path):

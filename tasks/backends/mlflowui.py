@@ -29,7 +29,8 @@ def ranking_url(uri: str, experiment_id: str) -> str:
 
 
 def ranking_view(study_run_id: str, metric: str) -> dict[str, str]:
-    """The experiment tag of the saved view: that study run's arm runs, best first, with their description
+    """The experiment tag of the saved view: that study run's arm runs, best first (each named "1. arm" by the ranking
+    step: the run name is the table's first column, while MLflow orders metric columns by name), with their description
     ("rank 2 of 4: ..."), rank, delta vs control with bounds, P(best), the metric at the largest size and sig (short
     names: MLflow cuts long headers to the same prefix); its chart mode shows the metric against mixture size."""
     columns = ["rank", "delta", "delta_lo", "delta_hi", "p_best", metric]

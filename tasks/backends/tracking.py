@@ -19,7 +19,7 @@ from tasks.spec.study import Study
 StoreError = MlflowException  # what a missing run or an unreachable store raises; the CLI names the store
 
 # tags
-PARENT, NOTE = "mlflow.parentRunId", "mlflow.note.content"  # NOTE: a run's description in the MLflow UI
+PARENT, NOTE, RUN_NAME = "mlflow.parentRunId", "mlflow.note.content", "mlflow.runName"  # NOTE: the UI's description
 STUDY, ARM, LICENSE = "curate.study", "curate.arm", "curate.license"
 STUDY_FP, CATALOG_FP, CODE = "curate.study_fingerprint", "curate.catalog_fingerprint", "curate.code_version"
 POINT_FP, MIXTURE_FP = "curate.point_fingerprint", "curate.mixture_fingerprint"
