@@ -10,6 +10,8 @@ MIRROR  ?= $(abspath ../shared/datasets)
 ifneq ($(wildcard $(MIRROR)/.),)
 export CURATE_HUB_MIRROR ?= $(MIRROR)
 export HF_HUB_OFFLINE ?= 1
+else ifneq ($(origin MIRROR),file)
+$(error MIRROR=$(MIRROR): no such folder (a folder of org__name dataset folders; leave MIRROR unset to use the Hub))
 endif
 export HF_HUB_DISABLE_TELEMETRY = 1
 export MLFLOW_DISABLE_TELEMETRY = true

@@ -151,12 +151,14 @@ def test_hub_ids_load_through_the_hub_stand_in_without_a_mirror(tmp_path, tiny_m
 
 
 def test_the_makefile_uses_the_mirror_only_when_it_exists(tmp_path):
-    clean = {k: v for k, v in os.environ.items() if k not in ("CURATE_HUB_MIRROR", "HF_HUB_OFFLINE")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("CURATE_HUB_MIRROR", "HF_HUB_OFFLINE", "MIRROR")}
 
-    def exported(mirror: Path) -> str:  # what a recipe of the Makefile sees
-        return subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), f"MIRROR={mirror}", "--eval",
+    def exported(*args: str) -> subprocess.CompletedProcess:  # what a recipe of the Makefile sees
+        return subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), *args, "--eval",
                                'show: ; @echo "$$CURATE_HUB_MIRROR|$$HF_HUB_OFFLINE"', "show"],
-                              capture_output=True, text=True, cwd=tmp_path, timeout=60, env=clean).stdout.strip()
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60, env=clean)
     (tmp_path / "mirror").mkdir()
-    assert exported(tmp_path / "mirror") == f"{tmp_path / 'mirror'}|1"
-    assert exported(tmp_path / "absent") == "|"  # no mirror: the Hub (or $HF_ENDPOINT), online
+    assert exported(f"MIRROR={tmp_path / 'mirror'}").stdout.strip() == f"{tmp_path / 'mirror'}|1"
+    assert exported().stdout.strip() == "|"  # no ../shared/datasets beside: the Hub (or $HF_ENDPOINT), online
+    wrong = exported(f"MIRROR={tmp_path / 'absent'}")  # asked for by name: an error naming it
+    assert wrong.returncode != 0 and f"MIRROR={tmp_path / 'absent'}: no such folder" in wrong.stderr
