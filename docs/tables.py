@@ -11,8 +11,9 @@ A block in a Markdown file is
     | rank | arm | ... |
     <!-- /table -->
 
-and is rendered from docs/results/sst2-demo.csv: rank, arm, the primary metric at each size, the delta vs the
-control with its interval, sig, mde and p_best, exactly as the CSV spells them. A block `<!-- cli -->` ...
+and is rendered from docs/results/sst2-demo.csv: rank, arm, the primary metric at each size, the predicted value
+when the ranking used the fit, the delta vs the control with its interval, sig, mde and p_best, exactly as the CSV
+spells them. A block `<!-- cli -->` ...
 `<!-- /cli -->` holds every command with its arguments and options, read from the typer app.
 """
 
@@ -78,12 +79,15 @@ def render(study: str) -> str:
     metric = header[3].rsplit("@", 1)[0]  # rank, arm, license, then the metric at each size
     sizes = [c for c in header if re.fullmatch(re.escape(metric) + r"@\d+", c)]
     interval = next(c for c in header if c.startswith("delta ") and c.endswith("interval"))
-    cols = ["rank", "arm", *(f"@{c.rsplit('@', 1)[1]}" for c in sizes), f"delta vs control [{interval.split()[1]}]",
-            "sig", "mde", "p_best"]
+    estimate = header[3 + len(sizes)]  # 'observed@128' or 'predicted@4096': what was ranked
+    kind, at = estimate.split("@")
+    shown = [estimate] if kind == "predicted" else []  # an observed estimate is the last size's column already
+    cols = ["rank", "arm", *(f"@{c.rsplit('@', 1)[1]}" for c in sizes), *shown,
+            f"delta vs control, {kind} at {at} [{interval.split()[1]}]", "sig", "mde", "p_best"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         delta = f"{r['delta_vs_control']} {r[interval]}".strip()
-        cells = [r["rank"], f"`{r['arm']}`", *(r[c] for c in sizes), delta, r["sig"], r["mde"], r["p_best"]]
+        cells = [r["rank"], f"`{r['arm']}`", *(r[c] for c in [*sizes, *shown]), delta, r["sig"], r["mde"], r["p_best"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
