@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tasks.common import LOG_FILE_ENV as LOG_FILE  # worker processes log there too (tasks.ops.workers)
+
 # Not a terminal (a pipe, a log, CI): lines are never folded, and tables are as wide as their content.
 console = Console() if sys.stdout.isatty() else Console(width=1000, soft_wrap=True)
-LOG_FILE = "CURATE_LOG_FILE"  # worker processes send their warnings and logs here too (tasks.ops.workers)
 # Exit codes of every verb (docs/cli.md): 0 ok; 1 nothing found, or the study ran and failed; 2 invalid input.
 OK, NOTHING_OR_FAILED, INVALID = 0, 1, 2
 JSON = {"on": False}  # --json: the one JSON document on stdout, errors included

@@ -8,6 +8,7 @@ from pathlib import Path
 
 CONTROL = "control"  # the D0-only arm; always runs, and no catalog entry may take its name
 PLACEBO = "placebo-"  # prefix of the A/A arms (more rows of D0 as the 'candidate'); reserved like CONTROL
+LOG_FILE_ENV = "CURATE_LOG_FILE"  # the study's log file: set by the CLI, read by every worker process
 
 
 def is_placebo(arm: str) -> bool:

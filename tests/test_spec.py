@@ -11,11 +11,9 @@ from tasks.errors import StudyInvalid
 from tasks.spec.study import load_study
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "deployments").rglob("*.yaml") if "catalogs" not in p.parts),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "deployments" / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_study_is_valid(path):
-    if "name" in yaml.safe_load(path.read_text()) and "task" in yaml.safe_load(path.read_text()):
-        assert load_study(path).name
+    assert load_study(path).name == yaml.safe_load(path.read_text())["name"]
 
 
 def test_shipped_catalog_is_valid():

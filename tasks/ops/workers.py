@@ -26,7 +26,9 @@ def _log_to_file() -> None:
     to the terminal; without one they stay on stderr."""
     import logging
 
-    path = os.environ.get("CURATE_LOG_FILE")
+    from tasks.common import LOG_FILE_ENV
+
+    path = os.environ.get(LOG_FILE_ENV)
     if not path:
         return
     handler = logging.FileHandler(path, encoding="utf-8")

@@ -17,10 +17,8 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             match = [v for k, v in node.value if k.value == str(key)]
-            if not match:
-                # an unknown key: point at the key itself
-                keys = [k for k, _ in node.value if k.value == str(key)]
-                return keys[0].start_mark.line + 1 if keys else line
+            if not match:  # a required field that is missing: the line of the mapping that lacks it
+                return line
             node = match[0]
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
