@@ -74,7 +74,7 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
         from tasks.spec.presets import smoke as reduced
 
         study = reduced(study)
-    if concurrency:
+    if concurrency is not None:  # --concurrency has min=1: a 0 or a negative never gets here
         study.concurrency = concurrency
     if work_pool:
         study.work_pool = work_pool
@@ -141,7 +141,7 @@ def _first_prefect_start() -> None:
 
 @app.command()
 def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
-        concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study)."),
+        concurrency: int = typer.Option(None, min=1, help="Arms trained at once (overrides the study)."),
         work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
                                       "$CURATE_WORK_POOL; needs PREFECT_API_URL)."),
         smoke: bool = typer.Option(False, "--smoke", help="Prove the set-up in about a minute: sizes 8 and 16, 8 "
@@ -155,7 +155,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
 @app.command()
 def calibrate(study_path: Path = typer.Argument(..., help="Study YAML file."),
               placebos: int = typer.Option(5, min=1, max=20, help="Placebo arms (each its own draw of D0 rows)."),
-              concurrency: int = typer.Option(None, help="Arms trained at once (overrides the study)."),
+              concurrency: int = typer.Option(None, min=1, help="Arms trained at once (overrides the study)."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking.")):
     """A/A check: run the study with placebo arms (more rows of D0 as the 'candidate') and report how often the
     ranking wrongly calls a placebo better or worse than the control: its false-positive rate at the study's

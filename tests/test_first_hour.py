@@ -41,6 +41,9 @@ def test_json_documents_and_exit_codes(tmp_path, tiny_model, monkeypatch):
     missing_store = _invoke("rank", "abc", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--json")
     assert missing_store.exit_code == 2 and "no MLflow store at" in json.loads(missing_store.output)["error"]
     assert _invoke("validate", bad).exit_code == 2 and "{" not in _invoke("validate", bad).output  # text again
+    for flag in ("0", "-2", "1.5"):  # an override is checked like the study's own field, before anything is written
+        zero = _invoke("run", study, "--concurrency", flag, "--yes")
+        assert zero.exit_code == 2 and "--concurrency" in zero.output and not (tmp_path / "out").exists(), zero.output
 
 
 def test_status_and_rank_json_of_a_finished_study(finished_study):
