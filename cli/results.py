@@ -13,12 +13,18 @@ STORE_HELP = "MLflow store, e.g. sqlite:///runs/NAME/mlflow.db (default: $MLFLOW
 JSON_HELP = "Print one JSON document instead of text."
 
 
+def _missing_file(tracking_uri: str) -> str | None:
+    """The path of a SQLite store that does not exist (read-only verbs never create one), else None."""
+    path = tracking_uri.removeprefix("sqlite:///")
+    return path if tracking_uri.startswith("sqlite:///") and not Path(path).is_file() else None
+
+
 def _store(tracking_uri: str | None) -> str:
     """The store a read-only verb reads; a SQLite file that does not exist is an error, never created."""
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        fail(WorkbenchError(f"no MLflow store at {tracking_uri.removeprefix('sqlite:///')} (nothing ran there yet)"))
+    if _missing_file(tracking_uri):
+        fail(WorkbenchError(f"no MLflow store at {_missing_file(tracking_uri)} (nothing ran there yet)"))
     return tracking_uri
 
 
@@ -93,9 +99,9 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
         name, tracking_uri = spec.name, tracking_uri or tracking.tracking_uri(spec.output_path)
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass a study file, --tracking-uri, or set MLFLOW_TRACKING_URI"))
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        fail(WorkbenchError(f"{name or 'no study'}: no study run yet (no store at "
-                            f"{tracking_uri.removeprefix('sqlite:///')})"), output.NOTHING_OR_FAILED)
+    if _missing_file(tracking_uri):
+        fail(WorkbenchError(f"{name or 'no study'}: no study run yet (no store at {_missing_file(tracking_uri)})"),
+             output.NOTHING_OR_FAILED)
     found = {n: study_status(tracking_uri, n, run_id) for n in ([name] if name else tracking.experiment_names(tracking_uri))}
     if as_json:
         output.emit({"ok": any(found.values()), "tracking_uri": tracking_uri,
