@@ -57,6 +57,8 @@ def test_an_axolotl_and_a_llama_factory_entry_run_through_validate(tmp_path, tin
     ({"hub_id": "org/x", "ranking": True}, "ranking: not read here: preference pairs are a study's task"),
     ({"path": "x.jsonl", "file_name": "y.json"}, "'file_name' and 'path' both name the path; give one"),
     ({"path": "x.jsonl", "formatting": "sharegpt", "tags": {"role_tag": "speaker"}}, "tags: role tags other than"),
+    ({"path": "x.jsonl", "type": "sharegpt", "format": "alpaca"}, "'type' says sharegpt but 'format'"),
+    ({"path": "x.jsonl", "formatting": "sharegpt", "tags": "from/value"}, "tags: a mapping of role tags"),
 ])
 def test_their_keys_that_mean_something_else_are_refused_with_what_to_write(fields, message):
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("'", "'")):

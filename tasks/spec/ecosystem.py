@@ -47,8 +47,12 @@ def dataset_spellings(data, entry: bool):
     llama_factory = "formatting" in out or "file_name" in out or "hf_hub_url" in out
     for key in ("type", "formatting"):
         if key in out:
-            out["format"] = _format(out.pop(key), key) if "format" not in out else out["format"]
+            mapped = _format(out.pop(key), key)
+            if out.setdefault("format", mapped) != mapped:
+                raise ValueError(f"'{key}' says {mapped} but 'format' (or 'type'/'formatting') says {out['format']}; give one")
     tags = out.pop("tags", None)
+    if tags is not None and not isinstance(tags, dict):
+        raise ValueError(f"tags: a mapping of role tags (role_tag, content_tag, ...), not {type(tags).__name__}")
     if isinstance(tags, dict):
         full = {k: tags.get(k, LF_SHAREGPT_TAGS[k]) for k in LF_SHAREGPT_TAGS}
         if full == OPENAI_TAGS:  # sharegpt with role/content and user/assistant: the messages format
