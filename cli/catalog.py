@@ -15,7 +15,7 @@ DIR = typer.Option(Path("catalog"), "--dir", help="Catalog folder.")
 @catalog_app.command("list")
 def catalog_list(directory: Path = DIR):
     """Show every catalog entry with its task, license and size."""
-    from tasks.spec.catalog import load_catalog
+    from tasks.schema.catalog import load_catalog
 
     try:
         entries = load_catalog(directory)
@@ -36,7 +36,7 @@ def catalog_validate(directory: Path = DIR,
     """Check every catalog file against the schema (and optionally its data); all problems at once."""
     from tasks.backends.data import load_split, normalize
     from tasks.errors import DataError
-    from tasks.spec.catalog import load_catalog
+    from tasks.schema.catalog import load_catalog
 
     try:
         entries = load_catalog(directory)

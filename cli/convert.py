@@ -24,7 +24,7 @@ def convert(kind: str = typer.Argument(..., help="Source format: humaneval or mb
     from tasks.backends import sandbox
     from tasks.backends.data import load_split, write_jsonl
     from tasks.core import codeconvert
-    from tasks.spec.study import DataRef
+    from tasks.schema.sources import DataRef
 
     if kind not in codeconvert.CONVERTERS:
         fail(WorkbenchError(f"unknown source format '{kind}'; formats: {', '.join(codeconvert.CONVERTERS)}"))

@@ -16,10 +16,10 @@ def push(study: str = typer.Argument(..., help="A study YAML file (its latest ru
          tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help=STORE_HELP)):
     """Commit a study's ranking, scaling plot, fits, per-point metrics and a dataset card to a private Hub dataset
     repository (one commit per push). The token is read from $HF_TOKEN only."""
-    from cli.review import _study_run
+    from cli.review import study_run
     from tasks.ops.hubpush import push as do_push
 
-    uri, run_id = _study_run(study, tracking_uri)
+    uri, run_id = study_run(study, tracking_uri)
     try:
         out = do_push(uri, run_id, repo, adapters_repo)
     except WorkbenchError as err:
@@ -36,7 +36,7 @@ def push_data(study: Path = typer.Argument(..., help="Study YAML file whose base
     """Upload a study's local D0 to a private Hub dataset repository, for clusters whose workers read the Hub; prints
     the base: block to put in the study. The token is read from $HF_TOKEN only."""
     from tasks.ops.hubpush import push_data as do_push
-    from tasks.spec.study import load_study
+    from tasks.schema.study import load_study
 
     try:
         spec = load_study(study)

@@ -63,15 +63,15 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
     """Validate the study (and, when its arms go to a work pool, the server, pool, deployment and pool limit).
     write=True writes the normalized data and the validated inputs, which the flow then reads instead of
     validating again."""
-    from tasks.spec.study import load_study
+    from tasks.schema.study import load_study
 
     study = load_study(study_path)  # the YAML first: a typo is answered before torch and datasets load (~2 s)
     from tasks.ops.workers import quiet_libraries
-    from tasks.spec.validate import check_study
+    from tasks.ops.validate import check_study
 
     quiet_libraries()
     if smoke:
-        from tasks.spec.presets import smoke as reduced
+        from tasks.schema.presets import smoke as reduced
 
         study = reduced(study)
     if concurrency is not None:  # --concurrency has min=1: a 0 or a negative never gets here

@@ -92,7 +92,7 @@ def plan(study_path: Path = typer.Argument(..., help="Study YAML file."),
     """The plan before compute: model size (from its config, no weights), FLOPs and tokens per point, memory per
     GPU, the GPU kinds that fit with wall time and cost, LoRA vs full fine-tune, and this machine's estimate."""
     from tasks.ops import plan as ops
-    from tasks.spec.study import load_study
+    from tasks.schema.study import load_study
 
     output.JSON["on"] = as_json
     try:
@@ -124,10 +124,10 @@ def as_document(p: dict) -> dict:
 
 def confirm(study, yes: bool, inputs=None) -> None:
     """Before compute: the short plan; on a terminal, ask (--yes skips). Never blocks a script or CI."""
-    from tasks.backends.models import _local, resolve_model
+    from tasks.backends.models import local_path, resolve_model
 
     try:
-        local = _local(study.model.source)
+        local = local_path(study.model.source)
         if local is not None and local.suffix == ".gguf":
             resolve_model(study.model)  # converted once into the cache (the run needs it): the plan reads that folder
         show(build(study, inputs=inputs), short=True)

@@ -19,7 +19,7 @@ def _missing_file(tracking_uri: str) -> str | None:
     return path if tracking_uri.startswith("sqlite:///") and not Path(path).is_file() else None
 
 
-def _store(tracking_uri: str | None) -> str:
+def store_uri(tracking_uri: str | None) -> str:
     """The store a read-only verb reads; a SQLite file that does not exist is an error, never created."""
     if not tracking_uri:
         fail(WorkbenchError("no MLflow store given: pass --tracking-uri or set MLFLOW_TRACKING_URI"))
@@ -38,7 +38,7 @@ def rank(study_run_id: str = typer.Argument(..., help="MLflow run id of a study 
     from tasks.backends.tracking import StoreError
 
     output.JSON["on"] = as_json
-    uri = _store(tracking_uri)
+    uri = store_uri(tracking_uri)
     try:
         result = rank_from_mlflow(uri, study_run_id, out or Path(f"ranking-{study_run_id[:8]}"), metric)
     except (StoreError, ValueError, KeyError, WorkbenchError) as err:
@@ -58,7 +58,7 @@ def backtest(study_run_id: str = typer.Argument(..., help="MLflow run id of a fi
     from tasks.backends.report import backtest_from_mlflow
     from tasks.backends.tracking import StoreError
 
-    uri = _store(tracking_uri)
+    uri = store_uri(tracking_uri)
     try:
         result = backtest_from_mlflow(uri, study_run_id, metric)
     except (StoreError, ValueError, KeyError, WorkbenchError) as err:
@@ -90,7 +90,7 @@ def status(study: str = typer.Argument(None, help="Study YAML file or study name
     if study and study.endswith((".yaml", ".yml")) and not Path(study).is_file():
         fail(WorkbenchError(f"{study}: no such file (a study file, or a study name in the store)"))
     if study and Path(study).is_file():
-        from tasks.spec.study import load_study
+        from tasks.schema.study import load_study
 
         try:
             spec = load_study(study)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.output import console, fail, table
-from cli.results import STORE_HELP, _store
+from cli.results import STORE_HELP, store_uri
 from tasks.errors import WorkbenchError
 
 review_app = typer.Typer(help="The failure-review store: import harness files, list and summarize records.",
@@ -21,20 +21,20 @@ def _open(db: str | None):
     return ReviewStore(db)
 
 
-def _study_run(study: str, tracking_uri: str | None) -> tuple[str, str]:
+def study_run(study: str, tracking_uri: str | None) -> tuple[str, str]:
     """(store, study run id) from a study YAML file (its latest study run, in its own store unless one is given)
     or a run id (with --tracking-uri or $MLFLOW_TRACKING_URI)."""
     from tasks.backends import tracking
 
     if not study.endswith((".yaml", ".yml")):
-        return _store(tracking_uri), study
-    from tasks.spec.study import load_study
+        return store_uri(tracking_uri), study
+    from tasks.schema.study import load_study
 
     try:
         spec = load_study(study)
     except WorkbenchError as err:
         fail(err)
-    uri = _store(tracking_uri or tracking.tracking_uri(spec.output_path))
+    uri = store_uri(tracking_uri or tracking.tracking_uri(spec.output_path))
     latest = tracking.latest_study_run(uri, spec.name)
     if latest is None:
         fail(WorkbenchError(f"study '{spec.name}' has no study run in {uri}: run it first (curate run {study})"))
@@ -57,7 +57,7 @@ def failures(study: str = typer.Argument(..., help="A study YAML file (its lates
     low-scoring example of the chosen point, with what went wrong in words."""
     from tasks.ops import failures as mining
 
-    uri, study_run_id = _study_run(study, tracking_uri)
+    uri, study_run_id = study_run(study, tracking_uri)
     try:
         records, scored = mining.mine(uri, study_run_id, arm, below, size, seed)
     except WorkbenchError as err:

@@ -87,7 +87,7 @@ def deploy(arm_pool: str = typer.Option("curate-gpu", help="Work pool of the arm
                                              "included); edit it in the UI and submit.")):
     """Register deployments/prefect.yaml on $PREFECT_API_URL: curate/study, evaluate-arm/arm, reevaluate/on-catalog-change."""
     from tasks.ops.stack import prefill_form
-    from tasks.spec.study import load_study
+    from tasks.schema.study import load_study
 
     require_server()
     try:

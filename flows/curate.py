@@ -17,8 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import steps
 from tasks.backends import tracking
 from tasks.ops import pruning, resume, workers
-from tasks.spec.study import Study
-from tasks.spec.validate import Arm, Inputs
+from tasks.schema.study import Study
+from tasks.ops.validate import Arm, Inputs
 from tasks.steps import PointPlan
 
 _slots: dict[str, threading.Semaphore] = {}  # study run id -> the study's cap on arms in flight on a work pool

@@ -9,8 +9,8 @@ from prefect import flow, get_run_logger, task
 from flows.curate import curate
 from tasks.backends import tracking
 from tasks.common import CONTROL
-from tasks.spec.catalog import load_catalog
-from tasks.spec.study import Study, load_study
+from tasks.schema.catalog import load_catalog
+from tasks.schema.study import Study, load_study
 
 
 def study_files(studies: str) -> list[Path]:

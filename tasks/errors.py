@@ -16,3 +16,7 @@ class StudyInvalid(WorkbenchError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+class SandboxUnavailable(WorkbenchError):
+    """The configured code executor cannot run on this machine (tasks.backends.sandbox)."""

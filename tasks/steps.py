@@ -19,8 +19,8 @@ from tasks.common import CONTROL, fingerprint
 from tasks.core import mixing
 from tasks.errors import StudyInvalid
 from tasks.ops import resume, workers
-from tasks.spec.study import Study
-from tasks.spec.validate import Arm, Inputs, check_study, read_prepared
+from tasks.schema.study import Study
+from tasks.ops.validate import Arm, Inputs, check_study, read_prepared
 
 
 class PointPlan(BaseModel):

@@ -18,7 +18,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 import uipages  # noqa: E402
 from conftest import free_port  # noqa: E402
 from tasks.backends import tracking  # noqa: E402
-from tasks.spec.study import load_study  # noqa: E402
+from tasks.schema.study import load_study  # noqa: E402
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from conftest import FIXTURES, run_tree, write_catalog, write_study
 from tasks.backends.data import load_split, normalize
 from tasks.core import chatformats
 from tasks.errors import DataError
-from tasks.spec.catalog import CatalogEntry
-from tasks.spec.study import DataRef
+from tasks.schema.catalog import CatalogEntry
+from tasks.schema.sources import DataRef
 
 CHAT = FIXTURES / "chat"
 U, A = {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}
@@ -110,8 +110,8 @@ def test_fields_added_later_keep_older_catalog_fingerprints():
 
 def test_label_noise_on_an_entry_without_labels_is_refused_before_compute(tmp_path, tiny_model):
     from tasks.errors import StudyInvalid
-    from tasks.spec.study import Study
-    from tasks.spec.validate import check_study
+    from tasks.schema.study import Study
+    from tasks.ops.validate import check_study
 
     write_catalog(tmp_path / "catalog", {"noisy": {"task": "instruction", "license": "CC0-1.0", "label_noise": 0.5,
                                                    "path": str(CHAT / "alpaca.jsonl")}})
@@ -170,7 +170,7 @@ def test_a_template_that_marks_assistant_tokens_trains_on_every_assistant_turn(t
 
     from tasks.backends.training import train_adapter
     from tasks.backends.data import write_jsonl
-    from tasks.spec.study import Training
+    from tasks.schema.training import Training
     from tasks.tasktypes import instruction
 
     model = tmp_path / "marked"

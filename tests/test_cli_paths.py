@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from tasks.backends.data import load_split
 from tasks.errors import DataError
-from tasks.spec.study import DataRef
+from tasks.schema.sources import DataRef
 
 
 @pytest.mark.parametrize("verb", [["validate"], ["plan"], ["run"], ["calibrate"], ["failures"], ["status"],

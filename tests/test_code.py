@@ -17,8 +17,8 @@ from tasks.core.gates import apply_gates
 from tasks.core.ranking import RankRow, Ranking, to_markdown
 from tasks.core.scaling import Fit
 from tasks.errors import StudyInvalid
-from tasks.spec.study import Study
-from tasks.spec.validate import check_study
+from tasks.schema.study import Study
+from tasks.ops.validate import check_study
 from tasks.tasktypes.code import cut, pass_at_k
 
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -141,7 +141,7 @@ def test_judge_verdicts_are_whole_words_first_one_wins():
 
 def test_judge_scores_every_example_and_counts_unparsable(tiny_model):
     from tasks.backends.judge import judge_records
-    from tasks.spec.study import Training
+    from tasks.schema.training import Training
     from tasks.tasktypes import get
 
     settings = {"model": {"source": str(tiny_model)}, "metric": "safety_rate", "template": "Is this safe? {response}",

@@ -76,8 +76,8 @@ def test_the_check_fails_on_a_hand_edited_table():
 
 
 def test_the_readme_study_and_catalog_examples_are_valid(tmp_path):
-    from tasks.spec.catalog import CatalogEntry
-    from tasks.spec.study import Study
+    from tasks.schema.catalog import CatalogEntry
+    from tasks.schema.study import Study
 
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     study = yaml.safe_load(blocks[0])

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from conftest import FIXTURES
-from tasks.spec.catalog import CatalogEntry
-from tasks.spec.study import DataRef
-from tasks.spec.training import Training
+from tasks.schema.catalog import CatalogEntry
+from tasks.schema.sources import DataRef
+from tasks.schema.training import Training
 
 CHAT = FIXTURES / "chat"
 

@@ -72,7 +72,7 @@ def test_relative_paths_are_relative_to_the_study_file(tmp_path, tiny_model, mon
     result = _invoke("validate", os.path.relpath(path, elsewhere), "--json")
     assert result.exit_code == 0, result.output
     assert {a["name"]: a["rows"] for a in json.loads(result.output)["arms"]} == {"control": 120, "clean": 240}
-    from tasks.spec.study import load_study
+    from tasks.schema.study import load_study
 
     assert load_study(path).output_path == project / "runs" / "fixture-study"  # not under the working directory
     never = _invoke("status", path)
@@ -103,7 +103,7 @@ def test_no_folded_lines_when_not_a_terminal(tmp_path, tiny_model):
 def test_a_mirror_that_does_not_exist_is_an_error_naming_it(monkeypatch, tmp_path):
     from tasks.backends.data import load_split
     from tasks.errors import DataError
-    from tasks.spec.study import DataRef
+    from tasks.schema.sources import DataRef
 
     monkeypatch.setenv("CURATE_HUB_MIRROR", str(tmp_path / "no-such-mirror"))
     with pytest.raises(DataError, match=f"CURATE_HUB_MIRROR={tmp_path / 'no-such-mirror'}: no such folder"):

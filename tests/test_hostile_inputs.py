@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from conftest import FIXTURES, sentiment_entry, sentiment_study, write_catalog, write_study
 from tasks.errors import StudyInvalid
-from tasks.spec.study import Study
-from tasks.spec.validate import check_study
+from tasks.schema.study import Study
+from tasks.ops.validate import check_study
 
 
 def _rows(path):

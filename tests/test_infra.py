@@ -84,7 +84,7 @@ def test_study_is_a_typed_form_in_the_ui():
 
 def _study(tmp_path, **over):
     from conftest import sentiment_study
-    from tasks.spec.study import Study
+    from tasks.schema.study import Study
 
     return Study.model_validate(sentiment_study(tmp_path, tmp_path, ["clean"], **over))
 
@@ -104,7 +104,7 @@ def test_point_fingerprint_changes_with_what_decides_the_result(tmp_path):
 
 
 def test_entry_fingerprint_ignores_description_only(tmp_path):
-    from tasks.spec.catalog import CatalogEntry
+    from tasks.schema.catalog import CatalogEntry
 
     entry = CatalogEntry(name="a", task="classification", license="MIT", path="x.jsonl", description="one")
     assert entry.fingerprint() == entry.model_copy(update={"description": "two", "size_hint": 9}).fingerprint()

@@ -10,8 +10,9 @@ from conftest import FIXTURES, MIRROR, sentiment_entry, sentiment_study, write_c
 from tasks.backends.data import load_split, normalize
 from tasks.errors import DataError
 from tasks.errors import StudyInvalid
-from tasks.spec.validate import check_study, read_prepared
-from tasks.spec.study import DataRef, Study
+from tasks.ops.validate import check_study, read_prepared
+from tasks.schema.sources import DataRef
+from tasks.schema.study import Study
 
 
 def _check(tmp_path, model_dir, candidates=("clean",), entries=None, **overrides):

@@ -11,8 +11,8 @@ from cli.main import app
 from conftest import FIXTURES, run_tree, write_catalog, write_study
 from tasks.core import mathanswers
 from tasks.errors import StudyInvalid
-from tasks.spec.study import Study
-from tasks.spec.validate import check_study
+from tasks.schema.study import Study
+from tasks.ops.validate import check_study
 
 MATH = FIXTURES / "math"
 
@@ -114,7 +114,7 @@ def test_bad_math_inputs_are_refused_before_compute(tmp_path, tiny_model):
 
 def test_a_run_that_scores_fewer_examples_is_an_error(tmp_path, tiny_model, monkeypatch):
     from tasks.backends import evaluation
-    from tasks.spec.study import Training
+    from tasks.schema.training import Training
     from tasks.tasktypes import math
 
     bench = tmp_path / "bench.jsonl"

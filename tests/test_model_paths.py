@@ -9,7 +9,8 @@ import torch
 from conftest import FIXTURES
 from tasks.backends.data import load_split, normalize, write_jsonl
 from tasks.backends.evaluation import continuation_logprobs, load_adapted, score_adapter
-from tasks.spec.study import DataRef, Training
+from tasks.schema.sources import DataRef
+from tasks.schema.training import Training
 from tasks.backends.training import train_adapter
 
 

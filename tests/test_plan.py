@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from conftest import sentiment_entry, sentiment_study, write_catalog, write_study
 from tasks.core import plan as P
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 
 def _study(tmp_path, tiny_model, **overrides) -> Study:

@@ -13,7 +13,7 @@ from conftest import FIXTURES, run_tree, write_catalog, write_study
 from tasks.backends.data import load_split, normalize
 from tasks.core.chatformats import FormatError
 from tasks.errors import DataError
-from tasks.spec.study import DataRef
+from tasks.schema.sources import DataRef
 from tasks.tasktypes.preference import to_pair
 
 PREF = FIXTURES / "preference"
@@ -82,9 +82,9 @@ def test_a_method_that_does_not_fit_the_data_is_refused_naming_the_format_found(
 
 
 def test_training_method_must_fit_the_task(tmp_path, tiny_model):
-    from tasks.spec.yamlfile import load_model_file
+    from tasks.schema.yamlfile import load_model_file
     from tasks.errors import StudyInvalid
-    from tasks.spec.study import Study
+    from tasks.schema.study import Study
 
     study = _study(tmp_path, tiny_model, task="instruction")
     study["training"]["method"] = "dpo"
@@ -111,7 +111,7 @@ def _study(tmp_path, tiny_model, **overrides):
 def test_the_base_model_is_its_own_reference_and_dpo_moves_the_reward(tmp_path, tiny_model):
     from tasks.backends.evaluation import score_adapter
     from tasks.backends.training import train_adapter
-    from tasks.spec.study import Training
+    from tasks.schema.training import Training
     from tasks.backends.data import write_jsonl
 
     preset = Training(method="dpo", epochs=4, batch_size=8, learning_rate=2e-2, max_length=48, eval_batch_size=30,

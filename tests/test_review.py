@@ -108,7 +108,7 @@ def test_import_validates_every_line_and_skips_known_ids(tmp_path):
 
 
 def test_export_writes_approved_corrections_and_a_catalog_entry(tmp_path):
-    from tasks.spec.catalog import load_catalog
+    from tasks.schema.catalog import load_catalog
 
     db = f"sqlite:///{tmp_path / 'review.db'}"
     store = ReviewStore(db)

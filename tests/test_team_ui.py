@@ -23,7 +23,10 @@ def test_study_launched_from_the_prefect_ui_form(team, browser):
 
     import uipages
     from conftest import SHOTS
-    from tasks.spec.study import Benchmark, Mixture, Study, Training
+    from tasks.schema.design import Mixture
+    from tasks.schema.evaluation import Benchmark
+    from tasks.schema.study import Study
+    from tasks.schema.training import Training
 
     ui = team.cfg.prefect_api.removesuffix("/api")
     with get_client(sync_client=True) as prefect:

@@ -17,8 +17,8 @@ import datasets
 from tasks import tasktypes
 from tasks.common import cache_dir
 from tasks.errors import DataError
-from tasks.spec.paths import HUB_ID
-from tasks.spec.study import DataRef
+from tasks.schema.paths import HUB_ID
+from tasks.schema.sources import DataRef
 
 MIRROR_ENV = "CURATE_HUB_MIRROR"  # folder of Hub datasets as files, one 'org__name' folder per id
 FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",

@@ -6,25 +6,18 @@ verdict word is counted (judge_unparsable) and scored with the study's unparsabl
 import re
 
 from tasks.backends import models
-from tasks.spec.options import ModelRef
+from tasks.backends.scorer import Scorer, load_model
+from tasks.schema.sources import ModelRef
 
 _JUDGES: dict[str, tuple] = {}  # resolved model folder -> (model, tokenizer), one per worker
 
 
 def _load(ref: ModelRef):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = str(models.resolve_model(ref))
     if folder not in _JUDGES:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-                                                     trust_remote_code=ref.trust_remote_code).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=ref.trust_remote_code)
-        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-        tokenizer.padding_side = "left"
+        loaded = load_model(folder, ref.trust_remote_code)
         _JUDGES.clear()
-        _JUDGES[folder] = (model, tokenizer)
+        _JUDGES[folder] = loaded
     return _JUDGES[folder]
 
 
@@ -47,8 +40,6 @@ def prompt_text(template: str, prompt: str, response: str, tokenizer) -> str:
 
 def judge_records(rows: list[dict], records: list[dict], kind, settings: dict, preset) -> int:
     """Add judge_output, judge_verdict and the metric to every record; return how many answers had no verdict."""
-    from tasks.backends.evaluation import Scorer
-
     model, tokenizer = _load(ModelRef(**settings["model"]))
     responses = [str(r.get("generation", r.get("prediction")) or "") for r in records]
     prompts = [prompt_text(settings["template"], kind.text(row), resp, tokenizer) for row, resp in zip(rows, responses)]

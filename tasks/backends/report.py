@@ -14,7 +14,7 @@ from tasks.core import gates
 from tasks.core import ranking
 from tasks.core import uncertainty as unc
 from tasks.errors import WorkbenchError
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 from tasks.tasktypes.base import TaskType
 
 

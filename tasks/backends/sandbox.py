@@ -40,16 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks.backends import sandbox_exec
+from tasks.core.codeconvert import OUTCOMES as KINDS
+from tasks.errors import SandboxUnavailable
 
-KINDS = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")
 EXECUTORS = ("auto", "bwrap", "container", "process")
 START_S = 1.0  # two interpreters' start-up (~0.1 s each here), on top of the program's own timeout
 MAX_FRAME = 32 << 20
 MAX_BACKLOG = 64 << 20  # bytes from the solution queued for the tests (two largest frames): bounds this process's memory
-
-
-class SandboxUnavailable(RuntimeError):
-    """The configured executor cannot run on this machine."""
 
 
 @dataclass(frozen=True)
@@ -219,3 +216,12 @@ def execute_many(programs: "list[Program | str]", limits: Limits = Limits(), par
     executor_name(limits.executor)  # a missing executor is one clear error, not one per program
     with ThreadPoolExecutor(max(1, parallel)) as pool:
         return list(pool.map(lambda p: execute(p, limits), programs))
+
+
+def run_problems(programs: list[dict], execution: dict) -> list[Outcome]:
+    """Programs given as dicts (tasks.core.codeconvert.program) under a study's execution settings (a task type's
+    context['execution']): how the code task type reaches the sandbox, which its caller hands it."""
+    limits = Limits(timeout_s=execution["timeout_s"], memory_mb=execution["memory_mb"],
+                    executor=execution.get("executor", "auto"))
+    executor_name(limits.executor)  # SandboxUnavailable before anything runs
+    return execute_many([Program(**p) for p in programs], limits, execution["parallel"])

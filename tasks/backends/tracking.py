@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from tasks.common import code_version
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 StoreError = MlflowException  # what a missing run or an unreachable store raises; the CLI names the store
 

@@ -9,7 +9,7 @@ import torch
 from tasks import tasktypes
 from tasks.backends import models
 from tasks.backends.data import read_jsonl
-from tasks.spec.training import Training
+from tasks.schema.training import Training
 
 
 def lora_config(preset: Training):

@@ -16,6 +16,9 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+# what running one program against its tests can end in (the sandbox's Outcome.kind; counted per point as exec_<kind>)
+OUTCOMES = ("passed", "syntax_error", "assertion", "timeout", "memory", "forbidden", "crash")
+
 
 @dataclass
 class Converted:

@@ -110,7 +110,7 @@ def export(records: list[dict], out: Path, name: str, catalog_dir: Path, license
     import yaml
 
     from tasks.common import fingerprint
-    from tasks.spec.catalog import CatalogEntry
+    from tasks.schema.catalog import CatalogEntry
 
     chosen = [r for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "approved" and r["corrected_response"]]
     rows = [{"messages": [*r["prompt_messages"], {"role": "assistant", "content": r["corrected_response"]}]}

@@ -15,7 +15,7 @@ from tasks import tasktypes
 from tasks.common import cache_dir
 from tasks.core import plan as P
 from tasks.errors import WorkbenchError
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 GPUS = ROOT / "infra" / "gpus.yaml"
@@ -26,9 +26,9 @@ SAMPLE = 500  # rows per source tokenized for the token counts
 def _local_model(study: Study) -> Path | None:
     """The model's local file or folder; for a GGUF file, its converted folder once a study has made it (reading
     the GGUF itself takes ~15 s for a 135M model)."""
-    from tasks.backends.models import _local, converted_path
+    from tasks.backends.models import local_path, converted_path
 
-    path = _local(study.model.source)
+    path = local_path(study.model.source)
     if path is not None and path.suffix == ".gguf" and (converted_path(path) / "config.json").exists():
         return converted_path(path)
     return path
@@ -92,19 +92,19 @@ def _tokenizer(study: Study):
 def _rows(study: Study) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
     """D0, the benchmark and each candidate's rows, read and checked as the study would (errors: StudyInvalid)."""
     from tasks.errors import StudyInvalid
-    from tasks.spec.catalog import load_catalog
-    from tasks.spec.validate import _benchmark, _load
+    from tasks.schema.catalog import load_catalog
+    from tasks.ops.validate import load_rows, split_benchmark
 
     problems: list[str] = []
     entries = load_catalog(study.catalog_dir)
-    d0 = _load(study.base, study.task, "D0 (base)", problems)
-    bench = _benchmark(study, d0, problems)[1] if d0 is not None else None
+    d0 = load_rows(study.base, study.task, "D0 (base)", problems)
+    bench = split_benchmark(study, d0, problems)[1] if d0 is not None else None
     cands = {}
     for name in study.candidates:
         if name not in entries:
             problems.append(f"candidates: no catalog entry '{name}' in {study.catalog_dir}")
             continue
-        cands[name] = _load(entries[name].data_ref(), study.task, f"candidate '{name}'", problems)
+        cands[name] = load_rows(entries[name].data_ref(), study.task, f"candidate '{name}'", problems)
     if problems:
         raise StudyInvalid(problems, f"study '{study.name}'")
     return d0, bench, cands
@@ -158,7 +158,7 @@ def workload(study: Study, parallel: int | None = None, inputs=None) -> P.Worklo
     bench_mean = mean_tokens(bench)
     settings = kind.settings(study)
     generates = kind.generates and (settings.get("generate", True) or study.judge)
-    gen = len(bench) * preset.max_new_tokens * (study.execution.samples if study.task == "code" else 1) if generates else 0
+    gen = len(bench) * preset.max_new_tokens * (study.execution.samples if kind.runs_code else 1) if generates else 0
     notes = [] if tok else ["tokens estimated as characters / 4 (the model's tokenizer could not be loaded)"]
     return P.Workload(method=kind.method, batch_size=preset.batch_size, max_length=preset.max_length,
                       train_tokens=train, eval_tokens=int(len(bench) * bench_mean), generated_tokens=int(gen),

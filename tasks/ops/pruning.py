@@ -11,7 +11,7 @@ from tasks import tasktypes
 from tasks.backends import report, tracking
 from tasks.common import CONTROL, is_placebo
 from tasks.core import uncertainty as unc
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 
 def rungs(study: Study) -> list[list[int]]:

@@ -11,7 +11,7 @@ from prefect.settings import PREFECT_API_URL
 
 from tasks.common import fingerprint
 from tasks.errors import WorkbenchError
-from tasks.spec.catalog import load_catalog
+from tasks.schema.catalog import load_catalog
 
 PUBLISHED = ".published.json"  # in the catalog folder: entry fingerprints as of the last `curate catalog publish`
 

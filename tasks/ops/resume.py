@@ -6,7 +6,7 @@ import socket
 
 from tasks.backends import tracking
 from tasks.common import code_version, fingerprint
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 
 def owner_tags() -> dict:

@@ -24,6 +24,7 @@ class TaskType:
     needs_reference: bool = False  # scoring compares with the base model (scored once per worker: Scorer.reference)
     generates: bool = False  # scoring generates text (which a judge model can score)
     fewshot: bool = False  # evaluation can prefix k solved exemplars (the study's `fewshot:`)
+    runs_code: bool = False  # scoring runs the model's code (needs allow_code_execution; `execution.samples` per item)
     metrics: tuple[str, ...] = ()  # every metric the type can log
     optional: tuple[str, ...] = ()  # metrics computed only when the study's `metrics` names them (e.g. generation)
     primary: str = ""  # the default metric to rank on
@@ -92,8 +93,10 @@ class TaskType:
         """Params logged on each point run about how it was trained (e.g. which tokens carried the loss)."""
         return {}
 
-    def check(self, rows: list[dict], context: dict, origin: str, entry=None) -> tuple[list[dict], list[str]]:
-        """A candidate or the benchmark against D0's context: (rows, possibly remapped; problems)."""
+    def check(self, rows: list[dict], context: dict, origin: str, entry=None, execute=None) \
+            -> tuple[list[dict], list[str]]:
+        """A candidate or the benchmark against D0's context: (rows, possibly remapped; problems). execute: the
+        sandbox (programs, execution settings) -> outcomes, for task types that run code."""
         return rows, []
 
     def audit(self, d0: list[dict], bench: list[dict], context: dict, allow_one_class: bool = False) \

@@ -44,7 +44,7 @@ class Classification(TaskType):
     def context(self, d0, ref):
         return {"labels": list(ref.label_names or sorted({r["label"] for r in d0}))}
 
-    def check(self, rows, context, origin, entry=None):
+    def check(self, rows, context, origin, entry=None, execute=None):
         labels = context["labels"]
         label_map = entry.label_map if entry else {}
         rows = [dict(r, label=label_map.get(r["label"], r["label"])) for r in rows]

@@ -18,9 +18,8 @@ from math import comb
 
 import numpy as np
 
-from tasks.backends import sandbox
 from tasks.core import codeconvert
-from tasks.errors import DataError
+from tasks.errors import DataError, SandboxUnavailable
 from tasks.tasktypes.base import TaskType, fit_pair, rotate
 
 PASS_K = (1, 2, 5, 10)  # the pass@k metrics a study can name (k <= execution.samples)
@@ -43,6 +42,7 @@ def cut(completion: str) -> str:
 class Code(TaskType):
     name = "code"
     generates = True
+    runs_code = True
     fields = ("prompt", "solution")
     optional_fields = ("id", "test", "entry_point")  # the benchmark needs test (and ids name the problems)
     metrics = (*(f"pass_at_{k}" for k in PASS_K), "token_logprob", "gold_logprob", "eval_loss")
@@ -50,7 +50,7 @@ class Code(TaskType):
     primary = "pass_at_1"
     continuous = "token_logprob"
     per_example = {"token_logprob": "token_logprob", **{f"pass_at_{k}": f"pass_at_{k}" for k in PASS_K}}
-    diagnostics = tuple(f"exec_{kind}" for kind in sandbox.KINDS)
+    diagnostics = tuple(f"exec_{kind}" for kind in codeconvert.OUTCOMES)
 
     def normalize(self, row, ref, origin, index):
         out = {f: str(row[f]) for f in self.fields}
@@ -79,13 +79,9 @@ class Code(TaskType):
                               "parallel": e.parallel, "reference_failures": e.reference_failures, "k": ks,
                               "executor": e.executor}}
 
-    @staticmethod
-    def limits(context: dict) -> sandbox.Limits:
-        e = context["execution"]
-        return sandbox.Limits(timeout_s=e["timeout_s"], memory_mb=e["memory_mb"], executor=e.get("executor", "auto"))
-
-    def check(self, rows, context, origin, entry=None):
-        """The benchmark: every problem has tests, and its reference solution passes them (run in the sandbox)."""
+    def check(self, rows, context, origin, entry=None, execute=None):
+        """The benchmark: every problem has tests, and its reference solution passes them, run by `execute` (the
+        sandbox the caller gives: tasks.backends.sandbox.run_problems)."""
         if entry is not None:
             return rows, []  # training data is not executed (a negative control's solutions fail by design)
         no_test = [r["id"] for r in rows if not r.get("test", "").strip()]
@@ -95,12 +91,12 @@ class Code(TaskType):
         e = context["execution"]
         if not e["allowed"]:
             return rows, []  # the study's own check already says allow_code_execution is off
+        if execute is None:
+            raise TypeError("the code task type runs its benchmark's reference solutions: pass execute= (the sandbox)")
         try:
-            sandbox.executor_name(self.limits(context).executor)
-        except sandbox.SandboxUnavailable as err:
+            outcomes = execute([codeconvert.program(r, r["solution"]) for r in rows], e)
+        except SandboxUnavailable as err:
             return rows, [f"{origin}: {err}"]
-        outcomes = sandbox.execute_many([sandbox.Program(**codeconvert.program(r, r["solution"])) for r in rows],
-                                        self.limits(context), e["parallel"])
         failed = [(r["id"], o) for r, o in zip(rows, outcomes) if not o.passed]
         if not failed:
             return rows, []
@@ -136,8 +132,7 @@ class Code(TaskType):
         drawn = scorer.samples(prompts, n=e["samples"], temperature=e["temperature"] if e["samples"] > 1 else 0.0,
                                top_p=e["top_p"], stop=STOP)
         completions = [[cut(t) for t in texts] for texts in drawn]
-        programs = [sandbox.Program(**codeconvert.program(r, c)) for r, cs in zip(rows, completions) for c in cs]
-        outcomes = iter(sandbox.execute_many(programs, self.limits(context), e["parallel"]))
+        outcomes = iter(scorer.execute([codeconvert.program(r, c) for r, cs in zip(rows, completions) for c in cs], e))
         records = []
         for r, ((logp, tokens),), cs in zip(rows, scored, completions):
             runs = [next(outcomes) for _ in cs]
@@ -152,7 +147,7 @@ class Code(TaskType):
 
     def aggregate(self, records, context):
         out = super().aggregate(records, context)
-        counts = {kind: 0 for kind in sandbox.KINDS}
+        counts = {kind: 0 for kind in codeconvert.OUTCOMES}
         for rec in records:
             for kind in rec["kinds"]:
                 counts[kind] += 1

@@ -28,7 +28,8 @@ from tasks import tasktypes  # noqa: E402
 from tasks.backends import models  # noqa: E402
 from tasks.backends.data import load_split, normalize, write_jsonl  # noqa: E402
 from tasks.backends.training import lora_config, sft_config  # noqa: E402
-from tasks.spec.study import DataRef, ModelRef, Training  # noqa: E402
+from tasks.schema.sources import DataRef, ModelRef  # noqa: E402
+from tasks.schema.training import Training
 
 ROOT = Path(__file__).resolve().parents[2]
 BEFORE = "c1ecefb"  # the last commit before the evaluation rewrite
@@ -43,7 +44,7 @@ torch.set_num_threads(args["threads"])
 import tasks
 try:
     from tasks.backends.evaluation import score_adapter
-    from tasks.spec.study import Training
+    from tasks.schema.training import Training
     context = {"labels": args["labels"]}
 except ImportError:  # the code before the layout split
     from tasks.evaluation import score_adapter

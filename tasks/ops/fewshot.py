@@ -5,7 +5,7 @@ import numpy as np
 
 from tasks import tasktypes
 from tasks.core import contamination
-from tasks.spec.study import Study
+from tasks.schema.study import Study
 
 
 def draw(study: Study, load, problems: list[str]) -> list[dict]:

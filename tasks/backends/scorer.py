@@ -1,0 +1,153 @@
+"""What a task type's `predict` asks of a model, answered fast: log-likelihoods of given continuations (rows batched
+by length, as lm-evaluation-harness does; the prompt prefix all rows share runs once and its KV cache is reused;
+label log-likelihoods copy the prompt's KV cache per option), greedy or sampled generations, and — for task types
+that run code — the sandbox. Also the one loader of a causal LM and its tokenizer, for the evaluated model and the
+judge alike."""
+
+import copy
+from contextlib import nullcontext
+
+import torch
+
+from tasks.backends import sandbox
+from tasks.schema.training import Training
+
+
+def load_model(folder: str, trust_remote_code: bool = False):
+    """(model, tokenizer) in eval mode on the GPU when there is one (bf16 there, float32 on CPU); the tokenizer pads
+    on the left with EOS when it has no pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(device).eval(), tokenizer
+
+
+class Scorer:
+    """What a task type's `predict` asks of a model: log-likelihoods of given continuations, generations, and (for
+    code) the sandbox that runs them."""
+
+    def __init__(self, model, tokenizer, preset: Training, bf16: bool, reference: list | None = None):
+        self.model, self.tokenizer, self.preset = model, tokenizer, preset
+        self.reference = reference  # the base model's records on the same rows (task types with needs_reference)
+        self.max_length, self.batch_size = preset.max_length, preset.eval_batch_size
+        self.autocast = torch.autocast(model.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False).input_ids
+
+    def _by_length(self, ids: list[list[int]]):
+        """Batches of row indices of similar length, longest first (a memory problem shows at once)."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        return (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
+
+    @torch.no_grad()
+    def logprobs(self, prompts: list[str], options: list[list[str]]) -> list[list[tuple[float, int]]]:
+        """For each prompt, (sum log p, n tokens) of each of its continuations followed by EOS."""
+        ids = self._ids(prompts)
+        shared = _common_prefix(ids)
+        prefix = None
+        with self.autocast:
+            if shared:
+                prefix = self.model(input_ids=torch.tensor([ids[0][:shared]], device=self.model.device),
+                                    use_cache=True).past_key_values
+            out: list = [None] * len(ids)
+            for batch in self._by_length(ids):
+                scored = continuation_logprobs(self.model, self.tokenizer, [ids[i][shared:] for i in batch],
+                                               [options[i] for i in batch], prefix, shared)
+                for i, s in zip(batch, scored):
+                    out[i] = s
+        return out
+
+    @staticmethod
+    def execute(programs: list[dict], execution: dict) -> list:
+        """Run programs (tasks.core.codeconvert.program dicts) in the sandbox under the study's execution settings."""
+        return sandbox.run_problems(programs, execution)
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Greedy continuations (max_new_tokens of the study), decoded without special tokens."""
+        return [texts[0] for texts in self.samples(prompts)]
+
+    @torch.no_grad()
+    def samples(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                stop: list[str] | None = None, seed: int = 0) -> list[list[str]]:
+        """n continuations per prompt: greedy when temperature is 0 (n must be 1), else sampled (seeded, so a point
+        always draws the same samples). A row stops early at any of the `stop` strings (they stay in the text)."""
+        if n > 1 and not temperature:
+            raise ValueError("n > 1 samples need a temperature > 0 (greedy decoding gives one answer)")
+        ids = self._ids(prompts)
+        out: list = [None] * len(ids)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
+        extra = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
+        torch.manual_seed(seed)
+        with self.autocast:
+            for batch in self._by_length(ids):
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.model.device)
+                gen = self.model.generate(**enc, max_new_tokens=self.preset.max_new_tokens, num_return_sequences=n,
+                                          pad_token_id=self.tokenizer.pad_token_id,
+                                          eos_token_id=self.tokenizer.eos_token_id, **sampling, **extra)
+                texts = self.tokenizer.batch_decode(gen[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+                for k, i in enumerate(batch):
+                    out[i] = texts[k * n:(k + 1) * n]
+        return out
+
+
+def _common_prefix(ids: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving at least one token of each prompt to run per row."""
+    if not ids:
+        return 0
+    first, n = ids[0], min(len(x) for x in ids) - 1
+    for x in ids[1:]:
+        n = next((k for k in range(n) if x[k] != first[k]), n)
+    return max(n, 0)
+
+
+def continuation_logprobs(model, tokenizer, prompts: list[list[int]], options: list[list[str]], prefix=None,
+                          prefix_len: int = 0) -> list[list[tuple[float, int]]]:
+    """For each prompt (token ids, after a shared prefix whose KV cache is `prefix`), (sum log p, n tokens) of each of
+    its continuations followed by EOS. The prompt runs once; its KV cache is copied per continuation, so k labels cost
+    ~1 forward, not k. Prompts are left-padded; explicit positions keep every row's positions as if unpadded."""
+    device, n = model.device, len(prompts)
+    width = max(map(len, prompts))
+    input_ids = torch.full((n, width), tokenizer.pad_token_id, device=device)
+    mask = torch.zeros((n, width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
+    pos = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = None
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)
+        cache.reorder_cache(torch.zeros(n, dtype=torch.long, device=device))
+        mask = torch.cat([torch.ones((n, prefix_len), dtype=torch.long, device=device), mask], 1)
+    # the last position's logits only; as an index tensor the slice is a contiguous copy, so the LM head is one matrix
+    # product (an int slice made it a batched product over a copy of the head per row: 7 % of all scoring time)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                logits_to_keep=torch.tensor([width - 1], device=device))
+    first = torch.log_softmax(out.logits[:, -1].float(), -1)
+    owner = [b for b, opts in enumerate(options) for _ in opts]
+    seqs = [tokenizer(c, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for opts in options for c in opts]
+    idx = torch.tensor(owner, device=device)
+    cwidth = max(map(len, seqs))
+    cont = torch.full((len(seqs), cwidth), tokenizer.pad_token_id, device=device)
+    valid = torch.zeros((len(seqs), cwidth), dtype=torch.bool, device=device)
+    for i, s in enumerate(seqs):
+        cont[i, :len(s)], valid[i, :len(s)] = torch.tensor(s), True
+    logp = torch.zeros((len(seqs), cwidth), device=device)
+    logp[:, 0] = first[idx, cont[:, 0]]
+    if cwidth > 1:
+        cache = out.past_key_values
+        cache.reorder_cache(idx)
+        full_mask = torch.cat([mask[idx], valid[:, :-1].long()], dim=1)
+        cpos = pos[idx, -1:] + 1 + torch.arange(cwidth - 1, device=device)
+        rest = model(input_ids=cont[:, :-1], attention_mask=full_mask, position_ids=cpos, past_key_values=cache).logits
+        logp[:, 1:] = torch.log_softmax(rest.float(), -1).gather(-1, cont[:, 1:, None])[..., 0]
+    sums, counts = (logp * valid).sum(1).tolist(), valid.sum(1).tolist()
+    result, k = [], 0
+    for opts in options:
+        result.append(list(zip(sums[k:k + len(opts)], counts[k:k + len(opts)])))
+        k += len(opts)
+    return result
