@@ -65,21 +65,14 @@ def _check(study_path: Path, work_pool: str | None = None, concurrency: int | No
     validating again."""
     from tasks.schema.study import load_study
 
-    study = load_study(study_path)  # the YAML first: a typo is answered before torch and datasets load (~2 s)
+    given = {"concurrency": (concurrency, "--concurrency"), "work_pool": (work_pool or None, "--work-pool"),
+             "noise.placebos": (placebos or None, "--placebos")}
+    # the YAML first, with the options merged in and checked with it: a typo is answered before torch loads (~2 s)
+    study = load_study(study_path, {k: v for k, v in given.items() if v[0] is not None}, smoke=smoke)
     from tasks.ops.workers import quiet_libraries
     from tasks.ops.validate import check_study
 
     quiet_libraries()
-    if smoke:
-        from tasks.schema.presets import smoke as reduced
-
-        study = reduced(study)
-    if concurrency is not None:  # --concurrency has min=1: a 0 or a negative never gets here
-        study.concurrency = concurrency
-    if work_pool:
-        study.work_pool = work_pool
-    if placebos:
-        study.noise.placebos = placebos
     inputs = check_study(study, write=write)
     if study.pool:
         from tasks.steps import arm_deployment

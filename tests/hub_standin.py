@@ -30,21 +30,25 @@ from fastapi.responses import JSONResponse, Response
 KINDS = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
-def app(token: str, repos: dict) -> FastAPI:
-    api = FastAPI()
+class _Repos:
+    """The stand-in's state: repositories by (kind, id), and the token that writes (and reads private ones)."""
 
-    def auth(request: Request, readable: dict | None = None) -> None:
+    def __init__(self, token: str, repos: dict):
+        self.token, self.repos = token, repos
+
+    def auth(self, request: Request, readable: dict | None = None) -> None:
         if readable is not None and not readable["private"]:
             return  # public repositories are read without a token, as on the Hub
-        if request.headers.get("authorization") != f"Bearer {token}":
+        if request.headers.get("authorization") != f"Bearer {self.token}":
             raise HTTPException(401, "Invalid credentials in Authorization header")
 
-    def repo(kind: str, repo_id: str) -> dict:
-        if (kind, repo_id) not in repos:
+    def repo(self, kind: str, repo_id: str) -> dict:
+        if (kind, repo_id) not in self.repos:
             raise HTTPException(404, f"Repository Not Found for url: {kind}s/{repo_id}",
                                 headers={"X-Error-Code": "RepoNotFound"})
-        return repos[(kind, repo_id)]
+        return self.repos[(kind, repo_id)]
 
+    @staticmethod
     def snapshot(r: dict, rev: str) -> tuple[str, dict]:
         commits = r["commits"]
         if rev in ("main", "HEAD"):
@@ -54,24 +58,27 @@ def app(token: str, repos: dict) -> FastAPI:
             raise HTTPException(404, f"Invalid rev id: {rev}", headers={"X-Error-Code": "RevisionNotFound"})
         return found["id"], found["files"]
 
+
+def _write_routes(api: FastAPI, hub: _Repos) -> None:
+    """What huggingface_hub calls to create a repository and commit to it."""
     @api.post("/api/repos/create")
     async def create(request: Request):
-        auth(request)
+        hub.auth(request)
         body = await request.json()
         kind = body.get("type") or "model"
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
         url = f"{request.base_url}{KINDS[kind]}{repo_id}"
-        if (kind, repo_id) in repos:
+        if (kind, repo_id) in hub.repos:
             return JSONResponse({"error": "You already created this repo", "url": url}, status_code=409)
         private = body.get("visibility", "private" if body.get("private") else "public") != "public"
-        repos[(kind, repo_id)] = {"private": private, "commits": []}
+        hub.repos[(kind, repo_id)] = {"private": private, "commits": []}
         return {"url": url, "name": repo_id}
 
     @api.post("/api/validate-yaml")
     async def validate_yaml(request: Request):  # a README.md's metadata block is checked before a commit
         import yaml
 
-        auth(request)
+        hub.auth(request)
         content = (await request.json())["content"]
         head = content.split("---")[1] if content.startswith("---") else ""
         try:
@@ -82,50 +89,40 @@ def app(token: str, repos: dict) -> FastAPI:
 
     @api.post("/api/{kind}s/{org}/{name}/preupload/{rev}")
     async def preupload(kind: str, org: str, name: str, rev: str, request: Request):
-        auth(request)
-        repo(kind, f"{org}/{name}")
+        hub.auth(request)
+        hub.repo(kind, f"{org}/{name}")
         files = (await request.json())["files"]
         return {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
                           for f in files]}
 
     @api.post("/api/{kind}s/{org}/{name}/commit/{rev}")
     async def commit(kind: str, org: str, name: str, rev: str, request: Request):
-        auth(request)
-        r = repo(kind, f"{org}/{name}")
-        _, files = snapshot(r, rev)
-        files, header = dict(files), {}
-        for line in (await request.body()).decode().splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if item["key"] == "header":
-                header = item["value"]
-            elif item["key"] == "file":
-                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            elif item["key"] in ("deletedFile", "deletedFolder"):
-                prefix = item["value"]["path"]
-                files = {p: b for p, b in files.items() if p != prefix and not p.startswith(prefix.rstrip("/") + "/")}
-            else:
-                raise HTTPException(400, f"the stand-in does not take '{item['key']}' operations")
+        hub.auth(request)
+        r = hub.repo(kind, f"{org}/{name}")
+        _, files = hub.snapshot(r, rev)
+        files, header = _apply(dict(files), (await request.body()).decode())
         oid = hashlib.sha1(f"{len(r['commits'])}{header}{sorted(files)}".encode()).hexdigest()
         r["commits"].append({"id": oid, "title": header.get("summary", ""), "message": header.get("description", ""),
                              "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "files": files})
         return {"commitUrl": f"{request.base_url}{KINDS[kind]}{org}/{name}/commit/{oid}", "commitOid": oid,
                 "commitMessage": header.get("summary", ""), "pullRequestUrl": None}
 
+
+def _read_routes(api: FastAPI, hub: _Repos) -> None:
+    """What huggingface_hub and datasets call to read a repository: commits, tree, paths-info, info, resolve."""
     @api.get("/api/{kind}s/{org}/{name}/commits/{rev}")
     async def commits(kind: str, org: str, name: str, rev: str, request: Request):
-        r = repo(kind, f"{org}/{name}")
-        auth(request, r)
+        r = hub.repo(kind, f"{org}/{name}")
+        hub.auth(request, r)
         return [{"id": c["id"], "title": c["title"], "message": c["message"], "date": c["date"],
                  "authors": [{"user": "tester"}]} for c in reversed(r["commits"])]
 
     @api.get("/api/{kind}s/{org}/{name}/tree/{rev}")
     @api.get("/api/{kind}s/{org}/{name}/tree/{rev}/{path:path}")
     async def tree(kind: str, org: str, name: str, rev: str, request: Request, path: str = "", recursive: bool = False):
-        r = repo(kind, f"{org}/{name}")
-        auth(request, r)
-        _, files = snapshot(r, rev)
+        r = hub.repo(kind, f"{org}/{name}")
+        hub.auth(request, r)
+        _, files = hub.snapshot(r, rev)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         entries, folders = [], set()
         for p, b in sorted(files.items()):
@@ -140,9 +137,9 @@ def app(token: str, repos: dict) -> FastAPI:
 
     @api.post("/api/{kind}s/{org}/{name}/paths-info/{rev}")
     async def paths_info(kind: str, org: str, name: str, rev: str, request: Request):
-        r = repo(kind, f"{org}/{name}")
-        auth(request, r)
-        _, files = snapshot(r, rev)
+        r = hub.repo(kind, f"{org}/{name}")
+        hub.auth(request, r)
+        _, files = hub.snapshot(r, rev)
         form = await request.form()
         wanted = form.getlist("paths")
         out = [_entry(p, files[p]) for p in wanted if p in files]
@@ -153,16 +150,19 @@ def app(token: str, repos: dict) -> FastAPI:
     @api.get("/api/{kind}s/{org}/{name}")
     @api.get("/api/{kind}s/{org}/{name}/revision/{rev}")
     async def info(kind: str, org: str, name: str, request: Request, rev: str = "main"):
-        r = repo(kind, f"{org}/{name}")
-        auth(request, r)
-        sha, files = snapshot(r, rev)
+        r = hub.repo(kind, f"{org}/{name}")
+        hub.auth(request, r)
+        sha, files = hub.snapshot(r, rev)
         return {"id": f"{org}/{name}", "sha": sha, "private": r["private"], "siblings": [{"rfilename": p} for p in files],
                 "lastModified": r["commits"][-1]["date"] if r["commits"] else None}
 
+
+def _resolve_routes(api: FastAPI, hub: _Repos) -> None:
+    """File downloads (GET) and their metadata (HEAD), for models, datasets and spaces."""
     async def resolve(kind: str, repo_id: str, rev: str, path: str, request: Request, body: bool):
-        r = repo(kind, repo_id)
-        auth(request, r)
-        sha, files = snapshot(r, rev)
+        r = hub.repo(kind, repo_id)
+        hub.auth(request, r)
+        sha, files = hub.snapshot(r, rev)
         if path not in files:
             raise HTTPException(404, f"Entry Not Found: {path}", headers={"X-Error-Code": "EntryNotFound"})
         data = files[path]
@@ -176,6 +176,32 @@ def app(token: str, repos: dict) -> FastAPI:
                 return await resolve(kind, f"{org}/{name}", rev, path, request, request.method == "GET")
             return get
         api.add_api_route(f"/{prefix}{{org}}/{{name}}/resolve/{{rev}}/{{path:path}}", bind(), methods=["GET", "HEAD"])
+
+
+def _apply(files: dict, body: str) -> tuple[dict, dict]:
+    """A commit's NDJSON operations applied to a snapshot's files: (the new files, the commit's header)."""
+    header = {}
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if item["key"] == "header":
+            header = item["value"]
+        elif item["key"] == "file":
+            files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+        elif item["key"] in ("deletedFile", "deletedFolder"):
+            prefix = item["value"]["path"]
+            files = {p: b for p, b in files.items() if p != prefix and not p.startswith(prefix.rstrip("/") + "/")}
+        else:
+            raise HTTPException(400, f"the stand-in does not take '{item['key']}' operations")
+    return files, header
+
+
+def app(token: str, repos: dict) -> FastAPI:
+    api, hub = FastAPI(), _Repos(token, repos)
+    _write_routes(api, hub)
+    _read_routes(api, hub)
+    _resolve_routes(api, hub)
     return api
 
 

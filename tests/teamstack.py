@@ -72,9 +72,9 @@ class Team:
 
 def _drop_stale_test_databases() -> None:
     """Databases left by an earlier test session that was killed before its teardown."""
-    from tasks.ops.stack import StackConfig, _connect, drop_databases
+    from tasks.ops.stack import StackConfig, connect, drop_databases
 
-    conn = _connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    conn = connect("postgresql://postgres@127.0.0.1:5432/postgres")
     with conn.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'curate_test_%'")
         pids = {name.split("_")[2] for (name,) in cur.fetchall()}

@@ -14,7 +14,8 @@ from conftest import ROOT, run_tree, write_catalog, write_study
 from tasks.backends import sandbox
 from tasks.core import codeconvert, gates
 from tasks.core.gates import apply_gates
-from tasks.core.ranking import RankRow, Ranking, to_markdown
+from tasks.core.ranking import RankRow, Ranking
+from tasks.core.render import to_markdown
 from tasks.core.scaling import Fit
 from tasks.errors import StudyInvalid
 from tasks.schema.study import Study

@@ -10,7 +10,8 @@ from sklearn.metrics import f1_score
 from tasks.core import mixing
 from tasks.core.backtest import backtest
 from tasks.core.contamination import BenchmarkIndex
-from tasks.core.ranking import Point, rank_arms, to_markdown
+from tasks.core.ranking import Point, RankOptions, rank_arms
+from tasks.core.render import to_markdown
 from tasks.core.scaling import fit_arms, fit_curve
 from tasks.errors import WorkbenchError
 from tasks.tasktypes import classification, extractive_qa
@@ -101,14 +102,14 @@ def test_fallbacks_say_so():
 def test_rank_orders_by_prediction_with_delta_vs_control():
     pts = [Point(arm, s, 0, {"accuracy": base + 0.05 * math.log2(s / 16)})
            for arm, base in (("control", 0.6), ("good", 0.7), ("bad", 0.5)) for s in (16, 32, 64)]
-    r = rank_arms(pts, {"good": "MIT"}, "accuracy", 256, fit_form="power_law")
+    r = rank_arms(pts, {"good": "MIT"}, "accuracy", 256, RankOptions(fit_form="power_law"))
     rows = r.rows
     assert r.method == "fit" and "no back-test" in r.method_note
     assert [x.arm for x in rows] == ["good", "control", "bad"]
     assert rows[0].delta_vs_control == pytest.approx(0.1) and rows[2].delta_vs_control == pytest.approx(-0.1)
     assert rows[0].license == "MIT" and rows[0].observed == pytest.approx({16: 0.7, 32: 0.75, 64: 0.8})
     loss = rank_arms([Point(p.arm, p.size, 0, {"eval_loss": 1 - p.metrics["accuracy"]}) for p in pts], {}, "eval_loss",
-                     256, True, fit_form="power_law")
+                     256, RankOptions(True, fit_form="power_law"))
     assert [x.arm for x in loss.rows] == ["good", "control", "bad"]
     assert "| 1 | good | MIT | 0.7000 | 0.7500 | 0.8000 | 0.9000 |" in to_markdown(r)
 
@@ -125,7 +126,7 @@ def test_unreliable_fits_fall_back_to_the_observed_ranking():
     pts = [Point(arm, s, 0, {"accuracy": v}) for arm, vals in (("control", (0.6, 0.62, 0.64, 0.66)),
                                                               ("falling", (0.70, 0.66, 0.62, 0.58)))
            for s, v in zip((16, 32, 64, 128), vals)]
-    r = rank_arms(pts, {}, "accuracy", 1024, method="fit")
+    r = rank_arms(pts, {}, "accuracy", 1024, RankOptions(method="fit"))
     assert r.method == "fit" and "not improving" in r.rows[1].note
     auto = rank_arms(pts, {}, "accuracy", 1024)
     assert auto.method == "observed" and "inconclusive (2 arms" in auto.method_note  # one pair: no verdict
@@ -150,7 +151,7 @@ def test_bootstrap_intervals_p_best_and_significance():
             for seed in (0, 1):
                 ex = _examples(acc + 0.02 * math.log2(s / 50), 400, rng)
                 pts.append(Point(arm, s, seed, {"accuracy": ex["correct"].mean()}, ex))
-    r = rank_arms(pts, {}, "accuracy", 800, n_boot=200, confidence=0.9, bounds=ACC, metric_fn=_fn("accuracy"))
+    r = rank_arms(pts, {}, "accuracy", 800, RankOptions(n_boot=200, confidence=0.9, bounds=ACC, metric_fn=_fn("accuracy")))
     by = {x.arm: x for x in r.rows}
     assert [x.arm for x in r.rows][0] == "better" and r.rows[-1].arm == "worse"
     assert (by["better"].significance, by["worse"].significance, by["same"].significance) == ("+", "-", "~")
@@ -181,8 +182,8 @@ def _aa_points(rng, arms, n_seeds, sd_train, n=200, sizes=(32, 64, 128), replica
 
 
 def _rank_aa(pts, **kw):
-    return rank_arms(pts, {}, "accuracy", 1024, method="observed", n_boot=200, bounds=ACC,
-                     metric_fn=_fn("accuracy"), bands=False, **kw)
+    return rank_arms(pts, {}, "accuracy", 1024, RankOptions(method="observed", n_boot=200, bounds=ACC,
+                                                            metric_fn=_fn("accuracy"), bands=False, **kw))
 
 
 def test_training_noise_widens_intervals_and_one_seed_without_replicates_calls_nothing():

@@ -1,6 +1,5 @@
 """The scaling plot: every arm's points (with interval bars) and fitted curve (with its band) on one log-x axis."""
 
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tasks.common import CONTROL, is_placebo  # noqa: E402
+from tasks.core import render  # noqa: E402
 from tasks.core.ranking import Point, Ranking  # noqa: E402
 
 
@@ -31,10 +31,9 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
             ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=4, capsize=3, zorder=4)
         style = "--" if row.arm == CONTROL else ":" if is_placebo(row.arm) else "-"
         if row.pruned:  # successive halving: its points only, no curve
-            ax.plot(xs, ys, "x", color=color, label=f"{row.arm} ({row.pruned.split(':')[0]})")
+            ax.plot(xs, ys, "x", color=color, label=render.plot_label(row))
             continue
-        label = f"{row.arm} ({row.predicted:.3f}" + (f", p_best {row.p_best:.2f})" if row.p_best is not None else ")")
-        ax.plot(grid, row.fit.predict(grid), style, color=color, label=label)
+        ax.plot(grid, row.fit.predict(grid), style, color=color, label=render.plot_label(row))
         if row.arm in result.bands:
             g, lo, hi = result.bands[row.arm]
             ax.fill_between(g, lo, hi, color=color, alpha=0.12, lw=0)
@@ -42,10 +41,7 @@ def scaling_plot(result: Ranking, points: list[Point], path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("mixture size (training examples)")
     ax.set_ylabel(metric)
-    pct = round(result.confidence * 100)
-    note = "\n".join(textwrap.wrap(result.method_note, 110))  # a long note wider than the figure was cut off
-    ax.set_title(f"ranked: {metric} {result.ranked_at}; bars/bands: {pct}% bootstrap; dotted: target {target}\n{note}",
-                 fontsize=8)
+    ax.set_title(render.plot_title(result), fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

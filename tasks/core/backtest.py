@@ -14,7 +14,6 @@ from tasks.errors import WorkbenchError
 from tasks.core.scaling import FREE, fit_arms
 
 MIN_SIZES = 3
-COLUMNS = ("method", "spearman", "kendall_tau", "pairwise_accuracy", "top1_regret", "mean_abs_error")
 
 
 def _pairwise(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -75,17 +74,3 @@ def verdict(fit: float, baseline: float, n_arms: int) -> tuple[str, str]:
     if fit < baseline:
         return "observed", f"the baseline orders more pairs right: {baseline:.2f} vs {fit:.2f}"
     return "fit", f"pairwise accuracy {fit:.2f} vs the baseline's {baseline:.2f}"
-
-
-def to_markdown(result: dict, metric: str) -> str:
-    head = f"Back-test on {metric}: fit on sizes {result['fitted_on']}, predict held-out size {result['held_out']}\n\n"
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join([r["method"], *[f"{r[c]:.3f}" for c in COLUMNS[1:]]]) + " |" for r in result["rows"]]
-    arms = ["", "| arm | observed | fit | baseline |", "|---|---|---|---|"]
-    arms += [f"| {a} | {v['truth']:.4f} | {v['fit']:.4f} | {v['baseline']:.4f} |" for a, v in result["arms"].items()]
-    said = {"fit": "the extrapolation beat the single-scale baseline",
-            "observed": "the extrapolation did not beat the single-scale baseline",
-            "inconclusive": "inconclusive"}[result["winner"]]
-    uses = "fit" if result["winner"] == "fit" else "observed"
-    return (head + "\n".join(lines + arms) + f"\n\nVerdict: {said} ({result['reason']}); the ranking uses "
-            f"'{uses}'.\n")

@@ -68,16 +68,6 @@ def judge(gate: Gate, value: float, interval: tuple | None, control: float | Non
     return {"gate": gate.text, "value": value, "status": "pass" if ok else "fail", "verdict": verdict}
 
 
-def summary(results: list[dict]) -> str:
-    """The table cell: 'pass' or what failed, e.g. 'fail: safety_rate >= 0.9 (0.82, fails)'."""
-    failed = [r for r in results if r["status"] == "fail"]
-    if not failed:
-        undecided = sum(r["verdict"] == "undecided" for r in results)
-        return "pass" + (f" ({undecided} undecided)" if undecided else "")
-    return "fail: " + "; ".join(f"{r['gate']} ({r['value']:.4f}{', ' + r['verdict'] if r['verdict'] else ''})"
-                                for r in failed)
-
-
 def evaluate(texts: list[str], by_metric: dict, control: str) -> dict[str, list[dict]]:
     """Every arm against every gate. by_metric: metric -> the ranking of that metric (same method as the main one);
     returns arm -> one result per gate, in the study's order."""
@@ -102,11 +92,3 @@ def apply_gates(r, texts: list[str], results: dict[str, list[dict]]) -> None:
     r.rows = [row for row in r.rows if row.arm not in failing] + [row for row in r.rows if row.arm in failing]
     for i, row in enumerate(row for row in r.rows if not is_placebo(row.arm)):
         row.rank = i + 1
-
-
-def gates_note(r) -> str:
-    """What the gates decided, for ranking.md and the Prefect artifact."""
-    lines = [f"Quality gates ({'; '.join(r.gates)}): an arm that fails one ranks below every arm that passes; the "
-             f"verdict is the {round(r.confidence * 100)}% interval's (passes, fails, undecided)."]
-    lines += [f"- {row.arm}: {summary(row.gates)}" for row in r.rows if row.gates and not is_placebo(row.arm)]
-    return "\n".join(lines)

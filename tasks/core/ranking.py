@@ -1,9 +1,9 @@
 """Rank arms at the target size, with intervals, P(best), significance vs the control, and the method the
-back-test supports. Plain functions over points read from MLflow."""
+back-test supports. Plain functions over points read from MLflow; the numbers only (tasks.core.render turns a
+ranking into every text and table the surfaces show)."""
 
-import csv
-import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,9 +12,26 @@ from scipy.stats import spearmanr
 from tasks.common import CONTROL, is_placebo
 from tasks.core import backtest as bt
 from tasks.core import uncertainty as unc
-from tasks.core.gates import gates_note, summary as gate_summary
 from tasks.core.scaling import FREE, Fit, fit_arms
+
 AUTO_BACKTEST_SIZES = 4  # the ranking back-tests itself when a study has this many sizes
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How one metric is ranked: the study's ranking section, the metric's direction and bounds, and its
+    per-example form (tasks.backends.report.rank_options builds it; pruning uses the same object)."""
+
+    lower_is_better: bool = False
+    fit_form: str = "auto"  # 'auto', 'power_law' or 'shared_exponent'
+    method: str = "auto"  # 'auto', 'fit' or 'observed'
+    intervals: bool = True
+    confidence: float = 0.9
+    n_boot: int = 400
+    seed: int = 0
+    bounds: tuple = FREE  # where the metric's fitted curve must stay
+    metric_fn: Callable | None = None  # metric_fn(arrays, idx): the metric on resampled examples, for intervals
+    bands: bool = True  # False skips the fitted-curve bands (for the plot) and, ranking on observed values, every refit
 
 
 @dataclass
@@ -103,37 +120,16 @@ def _better(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
 
 
 def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target_size: int,
-              lower_is_better: bool = False, *, fit_form: str = "auto", method: str = "auto", intervals: bool = True,
-              confidence: float = 0.9, n_boot: int = 400, seed: int = 0, profiles: dict | None = None,
-              bounds: tuple = FREE, metric_fn=None, bands: bool = True) -> Ranking:
-    """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order.
-    bounds: where the metric's fitted curve must stay; metric_fn(arrays, idx): the metric on resampled examples
-    (the task type's `resample`), needed for intervals. bands=False skips the fitted-curve bands (for the plot), and
-    with them every refit when the ranking is on observed values."""
+              options: RankOptions = RankOptions(), profiles: dict | None = None) -> Ranking:
+    """Fit each arm, choose fit or observed ranking (back-test and fit checks), bootstrap the uncertainty, order."""
+    o = options
     means = observed_means(points, metric)
     arms = list(means)
     curves = {a: (list(means[a]), list(means[a].values())) for a in arms}
-    fits = fit_arms(curves, bounds, not lower_is_better, fit_form)
-    notes = {a: unreliable(fits[a], means[a], lower_is_better) for a in arms}
+    fits = fit_arms(curves, o.bounds, not o.lower_is_better, o.fit_form)
+    notes = {a: unreliable(fits[a], means[a], o.lower_is_better) for a in arms}
     largest = max(s for m in means.values() for s in m)
-    common = set.intersection(*(set(m) for m in means.values()))
-    real = {a: m for a, m in means.items() if not is_placebo(a)}  # placebos never judge the extrapolation
-    result = None
-    if method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(real) >= 2:
-        result = bt.backtest(real, metric, lower_is_better, fit_form, bounds)
-    chosen, why = method, f"set in the study (ranking.method: {method})"
-    if method == "auto":
-        chosen = "fit" if result is None else result["winner"]
-        why = f"fewer than {AUTO_BACKTEST_SIZES} sizes: no back-test"
-        if result:
-            held = f"the back-test (held-out size {result['held_out']})"
-            why = {"fit": f"{held} supports the extrapolation",
-                   "observed": f"{held} does not support the extrapolation ({result['reason']})",
-                   "inconclusive": f"{held} is inconclusive ({result['reason']}), so the observed estimate "
-                                   f"is used"}[chosen]
-            chosen = "observed" if chosen == "inconclusive" else chosen
-        if chosen == "fit" and any(notes.values()):
-            chosen, why = "observed", f"{why}, but {sum(map(bool, notes.values()))} arm fit(s) are unreliable"
+    result, chosen, why = _method(means, notes, metric, o)
     where = target_size if chosen == "fit" else largest
 
     def estimate(fitted: dict[str, Fit], observed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,44 +139,68 @@ def rank_arms(points: list[Point], licenses: dict[str, str], metric: str, target
 
     est = {a: float(v) for a, v in estimate(fits, {a: np.float64(means[a].get(largest, np.nan)) for a in arms}).items()}
     base = est.get(CONTROL, float("nan"))
-    order = sorted(arms, key=lambda a: est[a], reverse=not lower_is_better)
+    order = sorted(arms, key=lambda a: est[a], reverse=not o.lower_is_better)
     ranks = {a: i + 1 for i, a in enumerate(a for a in order if not is_placebo(a))}
     rows = [RankRow(ranks.get(a, 0), a, licenses.get(a, ""), means[a], est[a], est[a] - base, fits[a], note=notes[a],
                     profile=(profiles or {}).get(a, {})) for a in order]
     out = Ranking(rows, metric, target_size, chosen, f"ranked on {'fit' if chosen == 'fit' else 'observed'} "
-                  f"{metric} at {where}: {why}", confidence, result)
-    if intervals and metric_fn and all(p.examples is not None for p in points if p.arm in arms):
-        _bootstrap(out, points, fits, (fit_form, bounds, metric_fn), lower_is_better, n_boot, seed, estimate, largest,
-                   bands)
+                  f"{metric} at {where}: {why}", o.confidence, result)
+    if o.intervals and o.metric_fn and all(p.examples is not None for p in points if p.arm in arms):
+        _bootstrap(out, points, fits, o, estimate, largest)
     return out
 
 
-def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, estimate, largest, bands) -> None:
+def _method(means: dict, notes: dict, metric: str, o: RankOptions) -> tuple[dict | None, str, str]:
+    """(the back-test's result or None, 'fit' or 'observed', why): the study's choice, or the back-test's."""
+    common = set.intersection(*(set(m) for m in means.values()))
+    real = {a: m for a, m in means.items() if not is_placebo(a)}  # placebos never judge the extrapolation
+    result = None
+    if o.method == "auto" and len(common) >= AUTO_BACKTEST_SIZES and len(real) >= 2:
+        result = bt.backtest(real, metric, o.lower_is_better, o.fit_form, o.bounds)
+    if o.method != "auto":
+        return result, o.method, f"set in the study (ranking.method: {o.method})"
+    chosen = "fit" if result is None else result["winner"]
+    why = f"fewer than {AUTO_BACKTEST_SIZES} sizes: no back-test"
+    if result:
+        held = f"the back-test (held-out size {result['held_out']})"
+        why = {"fit": f"{held} supports the extrapolation",
+               "observed": f"{held} does not support the extrapolation ({result['reason']})",
+               "inconclusive": f"{held} is inconclusive ({result['reason']}), so the observed estimate "
+                               f"is used"}[chosen]
+        chosen = "observed" if chosen == "inconclusive" else chosen
+    if chosen == "fit" and any(notes.values()):
+        chosen, why = "observed", f"{why}, but {sum(map(bool, notes.values()))} arm fit(s) are unreliable"
+    return result, chosen, why
+
+
+def _bootstrap(out: Ranking, points, fits, o: RankOptions, estimate, largest) -> None:
     """Resample benchmark examples (paired across arms) and seeds; refit every arm on every resample."""
-    (fit_form, bounds, metric_fn), arms = how, [r.arm for r in out.rows]
-    groups = defaultdict(list)
-    for p in points:
-        groups[(p.arm, p.size)].append(p.examples)
-    n = len(next(iter(groups.values()))[0]["gold_logprob"])
-    full = {k: [float(metric_fn(a, np.arange(n)[None])[0]) for a in seeds] for k, seeds in groups.items()}
-    out.noise = unc.training_noise(full)
+    arms = [r.arm for r in out.rows]
+    full, out.noise, samples = unc.replicate_samples(points, o.metric_fn, o.n_boot, o.seed)
     if out.noise:
         multi = sorted(k for k, v in full.items() if len(v) >= 2)
         out.noise["source"] = (f"control replicates at sizes {sorted({s for _, s in multi})}"
                                if {a for a, _ in multi} == {CONTROL} else "the seeds of every point")
-    samples = unc.resample_points(groups, metric_fn, n_boot, seed, out.noise)
-    sizes = {a: sorted(s for (arm, s) in groups if arm == a) for a in arms}
+    sizes = {a: sorted(s for (arm, s) in samples if arm == a) for a in arms}
     grid = np.geomspace(min(min(s) for s in sizes.values()), max(out.target, largest), 60)
-    preds, curves = {a: np.empty(n_boot) for a in arms}, {a: np.empty((n_boot, len(grid))) for a in arms}
-    refits = bands or out.method == "fit"
-    for b in range(n_boot):
-        refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, bounds,
-                         not lower_is_better, fit_form, start=fits) if refits else fits
+    preds, curves = {a: np.empty(o.n_boot) for a in arms}, {a: np.empty((o.n_boot, len(grid))) for a in arms}
+    refits = o.bands or out.method == "fit"
+    for b in range(o.n_boot):
+        refit = fit_arms({a: (sizes[a], [samples[(a, s)][b] for s in sizes[a]]) for a in arms}, o.bounds,
+                         not o.lower_is_better, o.fit_form, start=fits) if refits else fits
         observed = {a: samples[(a, largest)][b] if (a, largest) in samples else np.nan for a in arms}
         for a, v in estimate(refit, observed).items():
             preds[a][b] = v
         for a in arms:
-            curves[a][b] = refit[a].predict(grid) if bands else np.nan
+            curves[a][b] = refit[a].predict(grid) if o.bands else np.nan
+    _read_samples(out, preds, samples, o.lower_is_better)
+    out.bands = {a: (grid, *unc.interval(curves[a], out.confidence)) for a in arms} if o.bands else {}
+    out.n_boot = o.n_boot
+
+
+def _read_samples(out: Ranking, preds: dict, samples: dict, lower_is_better: bool) -> None:
+    """Intervals, P(best), deltas vs the control with their significance and MDE, per row and per measured size."""
+    arms = [r.arm for r in out.rows]
     real = [a for a in arms if not is_placebo(a)]
     best = np.asarray(real)[np.argmax(_better(np.stack([preds[a] for a in real], 1), lower_is_better), 1)]
     has_control = CONTROL in arms
@@ -203,8 +223,6 @@ def _bootstrap(out: Ranking, points, fits, how, lower_is_better, n_boot, seed, e
             out.per_size.append({"arm": a, "size": s, "delta": float(d[0]), "lo": float(lo), "hi": float(hi),
                                  "significance": sig(lo, hi)})
     out.placebo = placebo_check(out)
-    out.bands = {a: (grid, *unc.interval(curves[a], out.confidence)) for a in arms} if bands else {}
-    out.n_boot = n_boot
 
 
 def add_pruned(r: Ranking, pruned: dict[str, dict], points: list[Point], licenses: dict, profiles: dict) -> None:
@@ -229,72 +247,3 @@ def placebo_check(r: Ranking) -> dict | None:
     return {"arms": len(rows), "called": called, "rate": len(called) / len(rows), "nominal": round(1 - r.confidence, 4),
             "sizes": len(sizes), "sizes_called": sum(d["significance"] in ("+", "-") for d in sizes),
             "deltas": {row.arm: row.delta_vs_control for row in rows}}
-
-
-def _fmt_interval(iv: tuple | None, signed: bool = False) -> str:
-    if iv is None:
-        return ""
-    f = "{:+.4f}" if signed else "{:.4f}"
-    return f"[{f.format(iv[0])}, {f.format(iv[1])}]"
-
-
-def _columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
-    sizes = sorted({s for row in r.rows for s in row.observed})
-    pct = f"{round(r.confidence * 100)}%"
-    header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
-              "delta_vs_control", f"delta {pct} interval", "sig", "mde", "p_best", "contaminated", "removed", "rows",
-              "duplicates", "d0_copies", "tokens_p50", "method", *(["gates"] if r.gates else [])]
-    body = []
-    for row in r.rows:
-        prof = row.profile
-        how = row.pruned or (("fit " + row.fit.form) if r.method == "fit" else "observed")
-        body.append([str(row.rank) if row.rank else "A/A", row.arm, row.license,
-                     *[f"{row.observed[s]:.4f}" if s in row.observed else "" for s in sizes],
-                     "" if row.pruned else f"{row.predicted:.4f}", _fmt_interval(row.interval),
-                     "" if row.pruned else f"{row.delta_vs_control:+.4f}",
-                     _fmt_interval(row.delta_interval, True), row.significance,
-                     "" if row.mde is None else f"{row.mde:.4f}",
-                     "" if row.p_best is None else f"{row.p_best:.2f}", str(prof.get("contaminated", "")),
-                     *(str(prof.get(k, "")) for k in ("removed", "rows", "duplicates", "d0_copies")),
-                     str(prof.get("tokens_p50", "")), how + (" (fit unreliable)" if row.note else ""),
-                     *([gate_summary(row.gates)] if r.gates else [])])
-    return header, body
-
-
-def to_csv(r: Ranking) -> str:
-    header, body = _columns(r)
-    buf = io.StringIO()
-    csv.writer(buf).writerows([header, *body])
-    return buf.getvalue()
-
-
-def to_records(r: Ranking) -> list[dict]:
-    header, body = _columns(r)
-    return [dict(zip(header, b)) for b in body]
-
-
-def to_markdown(r: Ranking, extra: str = "") -> str:
-    header, body = _columns(r)
-    lines = [f"**{r.method_note}.**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(b) + " |" for b in body]
-    if r.n_boot:
-        lines += ["", unc.intervals_note(r)]
-    if r.gates:
-        lines += ["", gates_note(r)]
-    if r.placebo:
-        lines += ["", unc.placebo_note(r)]
-    if r.per_size:
-        lines += ["", "Paired delta vs control at each measured size:", "",
-                  "| arm | size | delta | interval | sig |", "|---|---|---|---|---|"]
-        lines += [f"| {d['arm']} | {d['size']} | {d['delta']:+.4f} | [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['significance']} |"
-                  for d in r.per_size]
-    notes = [f"- {row.arm}: {row.fit.note}" for row in r.rows if row.fit.note]
-    notes += [f"- {row.arm}: fit unreliable, {row.note}" for row in r.rows if row.note]
-    if notes:
-        lines += ["", "Fit notes:", *notes]
-    if r.backtest:
-        lines += ["", bt.to_markdown(r.backtest, r.metric).rstrip()]
-    if extra:
-        lines += ["", extra.rstrip()]
-    return "\n".join(lines) + "\n"
-

@@ -1,4 +1,5 @@
-"""Bootstrap over benchmark examples, plus training noise measured from seeds. Plain numpy.
+"""Bootstrap over benchmark examples, plus training noise measured from seeds. Plain numpy (what the intervals
+contain, in words: tasks.core.render).
 
 Every point saved its per-example scores (predictions.jsonl), and every point was evaluated on the same benchmark,
 so one resample of example indices is applied to every point at once: differences between arms are *paired* on the
@@ -10,7 +11,6 @@ seed (every point with `seeds` >= 2, else the control replicates) and added to e
 import numpy as np
 from scipy.stats import norm
 
-from tasks.common import is_placebo
 
 
 def training_noise(values: dict) -> dict | None:
@@ -66,6 +66,20 @@ def resample_points(examples: dict[tuple[str, int], list[dict]], metric_fn, n_bo
     return out
 
 
+def replicate_samples(points, metric_fn, n_boot: int, seed: int = 0) -> tuple[dict, dict | None, dict]:
+    """The bootstrap of a set of points (objects with arm, size and per-example `examples`; those without examples
+    are left out): (the full-benchmark metric of each seed per (arm, size), the training noise they measure
+    (training_noise), the resampled metric per (arm, size) (resample_points)). The ranking and pruning share it."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for p in points:
+        if p.examples is not None:
+            groups.setdefault((p.arm, p.size), []).append(p.examples)
+    full = {k: [float(metric_fn(a, np.arange(len(a["gold_logprob"]))[None])[0]) for a in seeds]
+            for k, seeds in groups.items()}
+    noise = training_noise(full)
+    return full, noise, resample_points(groups, metric_fn, n_boot, seed, noise)
+
+
 def interval(samples: np.ndarray, confidence: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of bootstrap samples."""
     tail = (1 - confidence) / 2 * 100
@@ -87,54 +101,3 @@ def min_detectable(lo: float, hi: float, confidence: float, power: float = 0.8) 
     z·SE, and an effect of (z + z_power)·SE lands outside zero with probability `power`."""
     z = norm.ppf(0.5 + confidence / 2)
     return float((hi - lo) / 2 / z * (z + norm.ppf(power)))
-
-
-# ---- what a ranking's intervals contain, in words (r: a ranking.Ranking) ----------------------------------------
-
-def intervals_note(r) -> str:
-    """What the intervals contain and what they do not, for this ranking."""
-    pct = round(r.confidence * 100)
-    text = (f"Intervals: {pct}% percentile bootstrap, {r.n_boot} resamples of the benchmark examples (paired across "
-            f"arms)")
-    if r.noise:
-        n = r.noise
-        per = ", ".join(f"{s}: {v['sd']:.4f} ({v['df']} df)" for s, v in n["per_size"].items())
-        borrowed = sorted(s for s, m in n["borrow"].items() if s != m)
-        text += (f", plus training noise: the seed-to-seed SD of {r.metric} measured from {n['source']} (by size "
-                 f"{per}{'; sizes ' + str(borrowed) + ' take the noisier measured neighbour' if borrowed else ''}), added to "
-                 f"every point with its own uncertainty (few replicates give wider intervals), every arm refitted on "
-                 f"every resample. ")
-    else:
-        text += (". **No training noise was measured** (one seed per point and no control replicates), so the "
-                 "intervals hold benchmark sampling only and no arm is called better or worse (sig '?'); set "
-                 "noise.control_replicates: 2 or seeds: 2. ")
-    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
-    if mdes:
-        text += (f"Minimum detectable effect: {float(np.median(mdes)):.4f} {r.metric} (median over arms; a true delta "
-                 f"this large is called significant 80% of the time at {pct}%). ")
-    return text + ("sig: + better than the control, - worse, ~ not distinguishable from zero. p_best: share of "
-                   "resamples in which the arm ranks first. Not contained: other benchmarks, base models or "
-                   "training presets, and errors of the fit form beyond what the back-test shows.")
-
-
-def placebo_note(r) -> str:
-    p = r.placebo
-    called = f" ({', '.join(p['called'])})" if p["called"] else ""
-    return (f"Placebo (A/A) check: {len(p['called'])} of {p['arms']} placebo arm(s) called different from the control"
-            f"{called}: false-positive rate {p['rate']:.2f} (nominal {p['nominal']:.2f}); at single sizes "
-            f"{p['sizes_called']} of {p['sizes']}. Placebo arms train on more rows of D0 as the 'candidate', so any "
-            f"+ or - on them is noise.")
-
-
-def noise_line(r) -> str:
-    """One line for the terminal: the training noise the intervals contain and the smallest detectable delta."""
-    if not r.n_boot:
-        return ""
-    if not r.noise:
-        return ("sig '?': no training noise measured (one seed, no control replicates); intervals hold benchmark "
-                "sampling only, so no arm is called better or worse")
-    mdes = [row.mde for row in r.rows if row.mde is not None and not is_placebo(row.arm)]
-    mde = f"; smallest detectable delta (80% power) {float(np.median(mdes)):.4f}" if mdes else ""
-    per = ", ".join(f"{v['sd']:.4f} at {s}" for s, v in r.noise["per_size"].items())
-    return (f"training noise in every interval: seed-to-seed SD of {r.metric} {per} ({r.noise['df']} df, from "
-            f"{r.noise['source']}){mde}")

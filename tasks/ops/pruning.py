@@ -5,8 +5,6 @@ examples, paired across arms, plus training noise measured from the seeds run so
 (every delta is measured against it), nor is the leader. Pruned arms rank below every arm that finished, marked
 "pruned at N" with that interval (tasks.backends.report)."""
 
-import numpy as np
-
 from tasks import tasktypes
 from tasks.backends import report, tracking
 from tasks.common import CONTROL, is_placebo
@@ -24,32 +22,22 @@ def decide(study: Study, uri: str, study_run_id: str, size: int) -> dict[str, di
     """{arm: {size, leader, delta, lo, hi}} for every arm to stop, from the finished points at `size` in MLflow."""
     data = tracking.read_study(uri, study_run_id)
     kind, metric = tasktypes.get(study.task), study.primary
-    lower = metric in kind.lower_is_better
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for p in report._points(data, kind):
-        if p.examples is not None:
-            groups.setdefault((p.arm, p.size), []).append(p.examples)
-
-    def fn(ex, idx):
-        return kind.resample(metric, ex, idx)
-
-    full = {k: [float(fn(a, np.arange(len(a["gold_logprob"]))[None])[0]) for a in seeds] for k, seeds in groups.items()}
-    noise = unc.training_noise(full)
+    o = report.rank_options(study, kind, metric)
+    _, noise, samples = unc.replicate_samples(report.points_of(data, kind), o.metric_fn, o.n_boot, o.seed)
     if noise is None:  # no replicate measured training noise: nothing can be called worse
         return {}
-    samples = unc.resample_points(groups, fn, study.ranking.bootstrap, study.seed, noise)
     at = {a: v for (a, s), v in samples.items() if s == size}
     real = [a for a in at if not is_placebo(a)]
     if len(real) < 2:
         return {}
-    leader = max(real, key=lambda a: -at[a][0] if lower else at[a][0])
+    leader = max(real, key=lambda a: -at[a][0] if o.lower_is_better else at[a][0])
     out = {}
     for arm in real:
         if arm in (CONTROL, leader):
             continue
         d = at[arm] - at[leader]
-        lo, hi = (float(x) for x in unc.interval(d, study.ranking.confidence))
-        if unc.significance(lo, hi, lower) == "-":
+        lo, hi = (float(x) for x in unc.interval(d, o.confidence))
+        if unc.significance(lo, hi, o.lower_is_better) == "-":
             out[arm] = {"size": size, "leader": leader, "delta": float(d[0]), "lo": lo, "hi": hi}
     return out
 

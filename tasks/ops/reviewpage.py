@@ -123,20 +123,12 @@ def host_of(value: str) -> str:
     return (urlsplit(value if "//" in value else f"//{value}").hostname or "").lower()
 
 
-def create_app(store: ReviewStore, token: "str | dict[str, str] | None" = None, reviewer: str = "reviewer",
-               hosts: "tuple[str, ...] | None" = LOOPBACK) -> FastAPI:
-    """token: one shared token, {token: reviewer name} (identity bound to the token), or None (loopback only).
-    hosts: the host names the page answers as (None: any, for a page behind a proxy that sets Host)."""
-    app = FastAPI(title="curation-workbench review", docs_url=None, redoc_url=None, openapi_url=None)
-    csrf = secrets.token_urlsafe(24)
-    names = token if isinstance(token, dict) else {}
-
-    def who(request: Request) -> str:
-        given = request.query_params.get("token") or request.cookies.get("curate_review_token") or ""
-        return names.get(given) or request.cookies.get("curate_reviewer", reviewer)
+def _guard(app: FastAPI, token, names: dict[str, str], hosts: "tuple[str, ...] | None") -> None:
+    """Before every request: the Host it was sent to, a form posted from another site, and the token (in the query,
+    then kept in a cookie)."""
 
     @app.middleware("http")
-    async def _guard(request: Request, call_next):
+    async def guard(request: Request, call_next):
         if hosts is not None and host_of(request.headers.get("host", "")) not in hosts:
             return PlainTextResponse(f"this page answers only as {', '.join(hosts)}", 403)
         origin = request.headers.get("origin")
@@ -151,6 +143,21 @@ def create_app(store: ReviewStore, token: "str | dict[str, str] | None" = None, 
         response = await call_next(request)
         response.set_cookie("curate_review_token", given, httponly=True, samesite="strict")
         return response
+
+
+def create_app(store: ReviewStore, token: "str | dict[str, str] | None" = None, reviewer: str = "reviewer",
+               hosts: "tuple[str, ...] | None" = LOOPBACK) -> FastAPI:
+    """token: one shared token, {token: reviewer name} (identity bound to the token), or None (loopback only).
+    hosts: the host names the page answers as (None: any, for a page behind a proxy that sets Host)."""
+    app = FastAPI(title="curation-workbench review", docs_url=None, redoc_url=None, openapi_url=None)
+    csrf = secrets.token_urlsafe(24)
+    names = token if isinstance(token, dict) else {}
+
+    def who(request: Request) -> str:
+        given = request.query_params.get("token") or request.cookies.get("curate_review_token") or ""
+        return names.get(given) or request.cookies.get("curate_reviewer", reviewer)
+
+    _guard(app, token, names, hosts)
 
     def checked(form_token: str) -> PlainTextResponse | None:
         if not secrets.compare_digest(form_token, csrf):
@@ -180,9 +187,7 @@ def create_app(store: ReviewStore, token: "str | dict[str, str] | None" = None, 
         try:
             store.act(record_id, action, version, who(request), correction or None)
             notice = ""
-        except Conflict as err:
-            notice = f"Not saved: {err}"
-        except WorkbenchError as err:
+        except (Conflict, WorkbenchError) as err:
             notice = f"Not saved: {err}"
         target = local(back)
         sep = "&" if "?" in target else "?"

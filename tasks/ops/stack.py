@@ -48,7 +48,7 @@ class StackConfig:
         return f"{self.postgres.rstrip('/')}/{self.prefix}_{what}"
 
 
-def _connect(url: str):
+def connect(url: str):
     import psycopg2
 
     return psycopg2.connect(url, connect_timeout=3)
@@ -60,7 +60,7 @@ def ensure_postgres(cfg: StackConfig, log=print) -> None:
 
     url = f"{cfg.postgres.rstrip('/')}/postgres"
     try:
-        _connect(url).close()
+        connect(url).close()
         return
     except psycopg2.OperationalError as err:
         first = err
@@ -74,7 +74,7 @@ def ensure_postgres(cfg: StackConfig, log=print) -> None:
                    capture_output=True)
     for _ in range(30):
         try:
-            _connect(url).close()
+            connect(url).close()
             return
         except psycopg2.OperationalError:
             time.sleep(1)
@@ -84,7 +84,7 @@ def ensure_postgres(cfg: StackConfig, log=print) -> None:
 def ensure_database(cfg: StackConfig, what: str) -> str:
     """Create <prefix>_<what> when missing; return its URL."""
     name = f"{cfg.prefix}_{what}"
-    conn = _connect(f"{cfg.postgres.rstrip('/')}/postgres")
+    conn = connect(f"{cfg.postgres.rstrip('/')}/postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
@@ -95,7 +95,7 @@ def ensure_database(cfg: StackConfig, what: str) -> str:
 
 
 def drop_databases(cfg: StackConfig) -> None:
-    conn = _connect(f"{cfg.postgres.rstrip('/')}/postgres")
+    conn = connect(f"{cfg.postgres.rstrip('/')}/postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
         for what in ("prefect", "mlflow"):

@@ -130,47 +130,20 @@ def _sample(study, bench):
 def check_study(study: Study, write: bool = True) -> Inputs:
     """Validate everything and (write=True) write the normalized data under output_dir/data."""
     problems: list[str] = []
-    entries: dict[str, CatalogEntry] = {}
-    try:
-        entries = load_catalog(study.catalog_dir)
-    except StudyInvalid as err:
-        problems += err.problems
-    chosen = []
-    for name in study.candidates:
-        if name == CONTROL:
-            problems.append(f"candidates: '{CONTROL}' is reserved for the D0-only arm, which always runs")
-        elif is_placebo(name):
-            problems.append(f"candidates: names starting with '{PLACEBO}' are reserved for placebo arms (noise.placebos)")
-        elif entries and name not in entries:
-            problems.append(f"candidates: {unknown_candidate(name, entries)}")
-        elif name in entries and entries[name].task != study.task:
-            problems.append(f"candidates: '{name}' is a {entries[name].task} dataset but the study task is {study.task}")
-        elif name in entries:
-            chosen.append(entries[name])
+    entries, chosen = _candidates(study, problems)
     kind = tasktypes.get(study.task)
-    d0 = load_rows(study.base, study.task, f"D0 (base: {study.base.source} [{study.base.split}])", problems)
-    bench, context = None, None
-    if d0 is not None:
-        d0, bench = split_benchmark(study, d0, problems)
-        context = {**kind.context(d0, study.base), **kind.settings(study),
-                   **({"judge": study.judge.model_dump(mode="json")} if study.judge else {})}
-        if study.base.label_noise:
-            try:  # after the hold-out: a benchmark taken from D0 keeps its true labels
-                d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
-            except NotImplementedError as err:
-                problems.append(f"base.label_noise: {err}")
+    d0, bench, context = _d0_and_benchmark(study, kind, problems)
     warnings = _warnings(study, problems)
     if bench is not None and context is not None:
         bench, found = kind.check(bench, context, "benchmark", execute=sandbox.run_problems)
         problems += found
         found, warned = kind.audit(d0, bench, context, study.benchmark.allow_one_class)
         problems, warnings = problems + found, warnings + warned
-    d0_words = {contamination.words(kind.text(r)) for r in d0 or []}
     exemplars = fewshot.draw(study, lambda ref, origin: load_rows(ref, study.task, origin, problems), problems)
     shots = fewshot.index(exemplars, study.task, study.contamination.ngram)
     if exemplars and context is not None:
         context["fewshot"] = exemplars
-    index = None
+    index, d0_words = None, {contamination.words(kind.text(r)) for r in d0 or []}
     if bench is not None and len(bench) == 1 and study.seeds == 1 and study.ranking.intervals:
         problems.append("ranking.intervals: one seed and one benchmark example leave nothing to resample; "
                         "add benchmark examples or seeds (seeds: 3), or set ranking.intervals: false")
@@ -182,19 +155,11 @@ def check_study(study: Study, write: bool = True) -> Inputs:
             d0, contam[CONTROL] = overlap.decontaminate(d0, index, study, "D0 (base)", problems, shots)
     cand_rows = {}
     for entry in chosen:
-        origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
-        rows = load_rows(entry.data_ref(), study.task, origin, problems)
+        rows = _candidate_rows(study, kind, entry, context, problems)
         if rows is None:
             continue
-        if context is not None:  # no context when D0 itself failed: reported already
-            rows, found = kind.check(rows, context, origin, entry, execute=sandbox.run_problems)
-            problems += found
-            if entry.label_noise and not found:
-                try:  # a documented negative control: answers replaced with the entry's version as the seed
-                    rows = kind.label_noise(rows, entry.label_noise, entry.version, context)
-                except NotImplementedError as err:
-                    problems.append(f"{origin}: label_noise: {err} (use it on classification or math entries)")
         if index is not None:
+            origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
             rows, contam[entry.name] = overlap.decontaminate(rows, index, study, origin, problems, shots)
             contam[entry.name]["d0_copies"] = copied = contamination.copies([kind.text(r) for r in rows], d0_words)
             if copied:
@@ -216,6 +181,60 @@ def check_study(study: Study, write: bool = True) -> Inputs:
         raise StudyInvalid(problems, f"study '{study.name}'")
     fewshot.check({CONTROL: d0, **cand_rows, **placebos}, exemplars, study.task)
     return _write(study, d0, bench, context, contam, cand_rows, entries, write, placebos, warnings)
+
+
+def _candidates(study: Study, problems: list[str]) -> tuple[dict[str, CatalogEntry], list[CatalogEntry]]:
+    """(the catalog, the entries the study names); a reserved, unknown or other-task name is a problem."""
+    entries: dict[str, CatalogEntry] = {}
+    try:
+        entries = load_catalog(study.catalog_dir)
+    except StudyInvalid as err:
+        problems += err.problems
+    chosen = []
+    for name in study.candidates:
+        if name == CONTROL:
+            problems.append(f"candidates: '{CONTROL}' is reserved for the D0-only arm, which always runs")
+        elif is_placebo(name):
+            problems.append(f"candidates: names starting with '{PLACEBO}' are reserved for placebo arms (noise.placebos)")
+        elif entries and name not in entries:
+            problems.append(f"candidates: {unknown_candidate(name, entries)}")
+        elif name in entries and entries[name].task != study.task:
+            problems.append(f"candidates: '{name}' is a {entries[name].task} dataset but the study task is {study.task}")
+        elif name in entries:
+            chosen.append(entries[name])
+    return entries, chosen
+
+
+def _d0_and_benchmark(study: Study, kind, problems: list[str]) -> tuple:
+    """(D0, the benchmark, the task's context) read and checked; None where D0 could not be read."""
+    d0 = load_rows(study.base, study.task, f"D0 (base: {study.base.source} [{study.base.split}])", problems)
+    if d0 is None:
+        return None, None, None
+    d0, bench = split_benchmark(study, d0, problems)
+    context = {**kind.context(d0, study.base), **kind.settings(study),
+               **({"judge": study.judge.model_dump(mode="json")} if study.judge else {})}
+    if study.base.label_noise:
+        try:  # after the hold-out: a benchmark taken from D0 keeps its true labels
+            d0 = kind.label_noise(d0, study.base.label_noise, study.seed, context)
+        except NotImplementedError as err:
+            problems.append(f"base.label_noise: {err}")
+    return d0, bench, context
+
+
+def _candidate_rows(study: Study, kind, entry: CatalogEntry, context: dict | None, problems: list[str]):
+    """A candidate's rows read and checked against D0's context (None when they could not be read)."""
+    origin = f"candidate '{entry.name}' ({entry.path or entry.hub_id} [{entry.split}])"
+    rows = load_rows(entry.data_ref(), study.task, origin, problems)
+    if rows is None or context is None:  # no context when D0 itself failed: reported already
+        return rows
+    rows, found = kind.check(rows, context, origin, entry, execute=sandbox.run_problems)
+    problems += found
+    if entry.label_noise and not found:
+        try:  # a documented negative control: answers replaced with the entry's version as the seed
+            rows = kind.label_noise(rows, entry.label_noise, entry.version, context)
+        except NotImplementedError as err:
+            problems.append(f"{origin}: label_noise: {err} (use it on classification or math entries)")
+    return rows
 
 
 def _warnings(study: Study, problems: list[str]) -> list[str]:

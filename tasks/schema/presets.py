@@ -41,14 +41,27 @@ def _merge(under: dict, over: dict) -> dict:
     return out
 
 
-def smoke(study):
-    """A copy of the study reduced to prove the set-up in about a minute: two tiny sizes, 8 benchmark rows, 2
-    optimizer steps per point, one control replicate; its own name and output folder, so no real result is touched."""
-    small = study.model_copy(deep=True)
-    small.name, small.output_dir = f"{study.name}-smoke", study.output_dir.replace("{name}", study.name) + "-smoke"
-    small.mixture.sizes = SMOKE["sizes"]
-    small.benchmark.sample = SMOKE["benchmark_rows"]
-    small.training.max_steps, small.training.max_new_tokens = SMOKE["max_steps"], SMOKE["max_new_tokens"]
-    small.fewshot.k = min(small.fewshot.k, SMOKE["fewshot_k"])
-    small.seeds, small.noise.control_replicates, small.noise.replicate_sizes = 1, 1, None
-    return small
+def smoke(study) -> dict:
+    """The fields that reduce a study to prove the set-up in about a minute (dotted names -> values, merged into the
+    study file's own before it is validated): two tiny sizes, 8 benchmark rows, 2 optimizer steps per point, one
+    control replicate; its own name and output folder, so no real result is touched."""
+    return {"name": f"{study.name}-smoke", "output_dir": study.output_dir.replace("{name}", study.name) + "-smoke",
+            "mixture.sizes": SMOKE["sizes"], "benchmark.sample": SMOKE["benchmark_rows"],
+            "training.max_steps": SMOKE["max_steps"], "training.max_new_tokens": SMOKE["max_new_tokens"],
+            "fewshot.k": min(study.fewshot.k, SMOKE["fewshot_k"]), "seeds": 1, "noise.control_replicates": 1,
+            "noise.replicate_sizes": None}
+
+
+def override(data: dict, dotted: dict) -> dict:
+    """data with each 'a.b.c' -> value of `dotted` set in it (sections created where missing)."""
+    out = copy.deepcopy(data)
+    for name, value in dotted.items():
+        *parents, last = name.split(".")
+        at = out
+        for key in parents:
+            if not isinstance(at.setdefault(key, {}), dict):
+                break  # the file's own value there is not a section: its error is reported
+            at = at[key]
+        else:
+            at[last] = value
+    return out

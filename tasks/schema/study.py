@@ -184,9 +184,16 @@ def _metrics_of(task: str | None) -> tuple[str, ...]:
     return tasktypes.get(task).metrics if task in tasktypes.names() else ()
 
 
-def load_study(path: str | Path) -> Study:
+def load_study(path: str | Path, overrides: dict[str, tuple] | None = None, smoke: bool = False) -> Study:
     """Read and validate a study YAML file; all problems are reported at once with their lines. Relative paths in
-    it are relative to its folder (tasks.schema.paths)."""
+    it are relative to its folder (tasks.schema.paths). overrides: dotted field -> (value, the command-line option
+    that set it); smoke: the --smoke reduction (tasks.schema.presets.smoke). Both are merged into the file's values
+    before validation, so a value no study file could hold is refused the same way."""
     from tasks.schema.paths import anchor_study
+    from tasks.schema.presets import smoke as reduced
 
-    return anchor_study(load_model_file(Study, Path(path)), Path(path).parent)
+    path, overrides = Path(path), dict(overrides or {})
+    if smoke:
+        study = anchor_study(load_model_file(Study, path, overrides), path.parent)
+        overrides.update({k: (v, "--smoke") for k, v in reduced(study).items()})
+    return anchor_study(load_model_file(Study, path, overrides), path.parent)

@@ -65,12 +65,17 @@ def _unknown(model, loc: tuple) -> str:
 
 
 def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, prefix: tuple = (),
-                    model: type[BaseModel] | None = None) -> list[str]:
-    """One line per pydantic error: file:line: field.path: message (an unknown key with the closest valid one)."""
+                    model: type[BaseModel] | None = None, given: dict[str, str] | None = None) -> list[str]:
+    """One line per pydantic error: file:line: field.path: message (an unknown key with the closest valid one).
+    given: dotted field -> the command-line option that set it, named instead of the file's line."""
     out = []
     for e in err.errors():
         loc = prefix + tuple(x for x in e["loc"] if not str(x).startswith("function-"))
         field = ".".join(str(x) for x in loc) or "(top level)"
+        option = next((o for f, o in (given or {}).items() if field == f or field.startswith(f + ".")), None)
+        if option:
+            out.append(f"{path} ({option}): {field}: {e['msg'].removeprefix('Value error, ')}")
+            continue
         line = _line_of(node, loc)
         msg = e["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
         if e["type"] == "extra_forbidden":
@@ -79,12 +84,19 @@ def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, pr
     return out
 
 
-def load_model_file(model: type[BaseModel], path: Path) -> BaseModel:
-    """Load one YAML file into a pydantic model, or raise StudyInvalid listing every problem."""
+def load_model_file(model: type[BaseModel], path: Path,
+                    overrides: dict[str, tuple[Any, str]] | None = None) -> BaseModel:
+    """Load one YAML file into a pydantic model, or raise StudyInvalid listing every problem. overrides: dotted
+    field -> (value, the option that gave it), set in the file's data before it is validated, so they are checked
+    like the file's own values."""
+    from tasks.schema.presets import override
+
     data, node = read_yaml(path)
     if not isinstance(data, dict):
         raise StudyInvalid([f"{path}:1: expected a mapping of keys to values"], str(path))
+    overrides = overrides or {}
     try:
-        return model.model_validate(data)
+        return model.model_validate(override(data, {k: v for k, (v, _) in overrides.items()}))
     except ValidationError as err:
-        raise StudyInvalid(describe_errors(err, path, node, model=model), str(path)) from None
+        given = {k: o for k, (_, o) in overrides.items()}
+        raise StudyInvalid(describe_errors(err, path, node, model=model, given=given), str(path)) from None
