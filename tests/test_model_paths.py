@@ -8,7 +8,8 @@ import torch
 
 from conftest import FIXTURES
 from tasks.backends.data import load_split, normalize, write_jsonl
-from tasks.backends.evaluation import continuation_logprobs, load_adapted, score_adapter
+from tasks.backends.evaluation import load_adapted, score_adapter
+from tasks.backends.scorer import continuation_logprobs
 from tasks.schema.sources import DataRef
 from tasks.schema.training import Training
 from tasks.backends.training import train_adapter

@@ -78,3 +78,39 @@ def test_catalog_duplicate_and_broken_entries_fail_loudly(tmp_path):
     assert "duplicate catalog entry 'one'" in text and "one.yaml" in text
     assert f"{folder / 'four.yaml'}:1: license: Field required" in text
     assert "four.yaml:1: licence: unknown key" in text
+
+
+def test_command_line_options_and_smoke_are_validated_with_the_file(tmp_path):
+    """--concurrency, --work-pool, --placebos and --smoke are merged into the study before validation: a value no
+    study file could hold is refused, named by its option; a valid one wins over the file's."""
+    study = sentiment_study(tmp_path, tmp_path, ["a"])
+    study["training"]["batch_size"] = 32  # fine at sizes 16, 32; larger than --smoke's largest mixture (16 rows)
+    path = write_study(tmp_path, study)
+    assert load_study(path, {"concurrency": (3, "--concurrency")}).concurrency == 3
+    with pytest.raises(StudyInvalid) as err:
+        load_study(path, {"concurrency": (0, "--concurrency"), "noise.placebos": (99, "--placebos")})
+    assert err.value.problems == [f"{path} (--concurrency): concurrency: Input should be greater than 0",
+                                  f"{path} (--placebos): noise.placebos: Input should be less than or equal to 20"]
+    with pytest.raises(StudyInvalid) as err:
+        load_study(path, smoke=True)
+    [problem] = err.value.problems
+    assert problem.startswith(f"{path}:") and "training.batch_size x gradient_accumulation_steps = 32" in problem
+    study["training"]["batch_size"] = 8
+    small = load_study(write_study(tmp_path, study), smoke=True)
+    assert (small.name, small.mixture.sizes, small.benchmark.sample, small.training.max_steps) == \
+        ("fixture-study-smoke", [8, 16], 8, 2)
+    assert small.output_path == (tmp_path / "out-smoke").resolve() and small.concurrency == 2
+
+
+def test_a_catalog_entry_extends_the_data_reference(tmp_path):
+    """One home for the column mapping: a catalog entry has every DataRef field but the source, and its data_ref()
+    carries them all."""
+    from tasks.schema.catalog import CatalogEntry
+    from tasks.schema.sources import DataMapping, DataRef
+
+    assert set(DataMapping.model_fields) <= set(CatalogEntry.model_fields) & set(DataRef.model_fields)
+    entry = CatalogEntry(name="x", task="classification", license="MIT", path="/d.jsonl", split="train[:5]",
+                         subset="main", columns={"text": "s"}, label_names=["a", "b"], format="auto",
+                         drop_unusable=True)
+    ref = entry.data_ref()
+    assert ref.source == "/d.jsonl" and all(getattr(ref, f) == getattr(entry, f) for f in DataMapping.model_fields)
