@@ -9,10 +9,9 @@ import re
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, run_tree, sentiment_entry, sentiment_study, study_runs as _runs, write_catalog, write_study
+from conftest import run_tree, sentiment_entry, sentiment_study, study_runs as _runs, write_catalog, write_study
 from cli.main import app
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,6 @@ plan calibrated from its measured points. All read the tiny study `finished_stud
 
 import csv
 import re
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
