@@ -109,7 +109,7 @@ def rank_from_mlflow(uri: str, study_run_id: str, out_dir: Path, metric: str | N
     if result.placebo:
         p = result.placebo
         tracking.log_metrics(uri, study_run_id, {"placebo_false_positive_rate": p["rate"], "placebo_arms": p["arms"]})
-    return {"metric": metric, "target_size": spec.target_size, "ranked_at": result.ranked_at,
+    return {"metric": metric, "target_size": spec.target_size, "ranked_at": render.ranked_at(result),
             "rows": render.to_records(result), "markdown": markdown,
             "placebo": result.placebo and {**result.placebo, "summary": render.placebo_note(result)},
             "noise": result.noise, "noise_line": render.noise_line(result), "method": result.method,

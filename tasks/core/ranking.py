@@ -84,13 +84,6 @@ class Ranking:
     def gated(self) -> list[RankRow]:
         return [row for row in self.rows if any(g["status"] == "fail" for g in row.gates)]
 
-    @property
-    def ranked_at(self) -> str:
-        """What was ranked, in words, for every surface (terminal, ranking.md, Prefect, MLflow, plot)."""
-        return f"predicted at {self.target}" if self.method == "fit" else f"observed at {max(self.rows[0].observed)}"
-
-    estimate_label = property(lambda self: self.ranked_at.replace(" at ", "@"))  # the table's column: observed@128
-
 
 def observed_means(points: list[Point], metric: str) -> dict[str, dict[int, float]]:
     by = defaultdict(lambda: defaultdict(list))

@@ -11,6 +11,12 @@ from tasks.common import CONTROL, is_placebo
 from tasks.core.ranking import Ranking, RankRow
 
 
+def ranked_at(r: Ranking) -> str:
+    """What was ranked, in words, for every surface: 'predicted at 512' or 'observed at 128' (the table's column
+    writes it observed@128)."""
+    return f"predicted at {r.target}" if r.method == "fit" else f"observed at {max(r.rows[0].observed)}"
+
+
 def fmt_interval(iv: tuple | None, signed: bool = False) -> str:
     if iv is None:
         return ""
@@ -21,7 +27,8 @@ def fmt_interval(iv: tuple | None, signed: bool = False) -> str:
 def columns(r: Ranking) -> tuple[list[str], list[list[str]]]:
     sizes = sorted({s for row in r.rows for s in row.observed})
     pct = f"{round(r.confidence * 100)}%"
-    header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], r.estimate_label, f"{pct} interval",
+    estimate = ranked_at(r).replace(" at ", "@")  # observed@128
+    header = ["rank", "arm", "license", *[f"{r.metric}@{s}" for s in sizes], estimate, f"{pct} interval",
               "delta_vs_control", f"delta {pct} interval", "sig", "mde", "p_best", "contaminated", "removed", "rows",
               "duplicates", "d0_copies", "tokens_p50", "method", *(["gates"] if r.gates else [])]
     body = []
@@ -168,10 +175,10 @@ def verdict(result: Ranking) -> str:
     real = [r for r in result.rows if not is_placebo(r.arm) and not r.pruned]
     best = next((r for r in real if r.arm != CONTROL), None)
     if best is None:
-        return f"Only the control finished ({result.metric} {result.ranked_at})."
+        return f"Only the control finished ({result.metric} {ranked_at(result)})."
     pct = f"{round(result.confidence * 100)} %"
     iv = f" {fmt_interval(best.delta_interval, True)}" if best.delta_interval else ""
-    facts = (f"{result.metric} {result.ranked_at} {best.predicted:.4g}, delta vs control "
+    facts = (f"{result.metric} {ranked_at(result)} {best.predicted:.4g}, delta vs control "
              f"{best.delta_vs_control:+.4g}{iv}")
     if best.significance == "+":
         return f"**Best candidate: {best.arm}**, better than the control at {pct}: {facts}."
@@ -184,7 +191,7 @@ def verdict(result: Ranking) -> str:
 
 def arm_description(result: Ranking, row: RankRow) -> str:
     """An arm run's one-line description in MLflow: its rank and what was ranked, or where it was pruned."""
-    line = row.pruned or (f"{result.metric} {result.ranked_at} {row.predicted:.4g}; delta vs control "
+    line = row.pruned or (f"{result.metric} {ranked_at(result)} {row.predicted:.4g}; delta vs control "
                           f"{row.delta_vs_control:+.4f} {fmt_interval(row.delta_interval, True)} "
                           f"{row.significance}".rstrip())
     return f"rank {row.rank or 'A/A'} of {len(result.rows)}: {line}"
@@ -200,7 +207,7 @@ def plot_title(result: Ranking) -> str:
     import textwrap
 
     note = "\n".join(textwrap.wrap(result.method_note, 110))  # a long note wider than the figure was cut off
-    return (f"ranked: {result.metric} {result.ranked_at}; bars/bands: {round(result.confidence * 100)}% bootstrap; "
+    return (f"ranked: {result.metric} {ranked_at(result)}; bars/bands: {round(result.confidence * 100)}% bootstrap; "
             f"dotted: target {result.target}\n{note}")
 
 
