@@ -95,6 +95,7 @@ def test_command_line_options_and_smoke_are_validated_with_the_file(tmp_path):
         load_study(path, smoke=True)
     [problem] = err.value.problems
     assert problem.startswith(f"{path}:") and "training.batch_size x gradient_accumulation_steps = 32" in problem
+    assert problem.endswith("(with --smoke)")
     study["training"]["batch_size"] = 8
     small = load_study(write_study(tmp_path, study), smoke=True)
     assert (small.name, small.mixture.sizes, small.benchmark.sample, small.training.max_steps) == \
@@ -114,3 +115,16 @@ def test_a_catalog_entry_extends_the_data_reference(tmp_path):
                          drop_unusable=True)
     ref = entry.data_ref()
     assert ref.source == "/d.jsonl" and all(getattr(ref, f) == getattr(entry, f) for f in DataMapping.model_fields)
+
+
+def test_run_refuses_a_smoke_reduction_the_study_cannot_take_before_compute(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    study = sentiment_study(tmp_path, tmp_path, ["a"])
+    study["training"]["batch_size"] = 32
+    path = write_study(tmp_path, study)
+    result = CliRunner().invoke(app, ["run", str(path), "--smoke", "--yes"])
+    assert result.exit_code == 2 and "(with --smoke)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out-smoke").exists()  # nothing was written

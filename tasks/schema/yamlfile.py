@@ -80,6 +80,8 @@ def describe_errors(err: ValidationError, path: Path, node: yaml.Node | None, pr
         msg = e["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
         if e["type"] == "extra_forbidden":
             msg = _unknown(model, loc)
+        if given and not loc:  # a check across fields: the options may be why it fails
+            msg += f" (with {', '.join(sorted(set(given.values())))})"
         out.append(f"{path}:{line}: {field}: {msg}")
     return out
 
