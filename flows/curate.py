@@ -47,6 +47,7 @@ class Progress:
 
 
 _progress: dict[str, Progress] = {}  # arm run id -> its study's progress (arms in this process)
+_point_slots: dict[str, "workers.Slots"] = {}  # arm run id -> the worker slots its study's points share
 
 
 def point_run_name(study: Study, arm: str, size: int, seed: int) -> str:
@@ -58,10 +59,11 @@ def point_run_name(study: Study, arm: str, size: int, seed: int) -> str:
 def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str, points: list[PointPlan],
                  inputs: Inputs | None = None, model_dir: str | None = None) -> dict:
     """One arm: its planned points — reuse a finished run with the same fingerprint, or train, score and log — under
-    the arm's MLflow run. On a worker (inputs=None) the parent's files are checked by fingerprint only."""
+    the arm's MLflow run. Its points to train run at once, each waiting for a worker slot shared with every arm of
+    the study (largest first), so no worker idles while any point waits. On a worker (inputs=None) the parent's
+    files are checked by fingerprint only."""
     log = get_run_logger()
     uri = tracking_uri
-    trained_n = reused_n = 0
     try:  # any failure, preparation on a worker included, ends the arm run FAILED with its reason
         tracking.claim_run(uri, arm_run_id, resume.owner_tags())
         if inputs is None:
@@ -69,35 +71,62 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
             model_dir = steps.prepare_model(study)
         arm = inputs.arm(arm_name)
         exp = tracking.experiment_of(uri, arm_run_id)
-        per_size: dict[int, list[dict]] = {}
-        for k, p in enumerate(points, 1):
-            name = point_run_name(study, arm.name, p.size, p.seed)
-            tags = {tracking.ARM: arm.name, tracking.STUDY: study.name, tracking.POINT_FP: p.fingerprint,
-                    tracking.MIXTURE_FP: p.mixture_fingerprint}
+        slots = _point_slots.get(arm_run_id) or workers.Slots(study.concurrency)  # alone on a pool worker: its own
+        curve = _Curve(study, uri, arm_run_id, arm.name)
+        todo = [p for p in points if not p.done_run_id]
+        for p in points:
             if p.done_run_id:
-                result = resume.reuse_point(uri, tracking.get_run(uri, p.done_run_id), exp, arm_run_id, name, tags)
-                reused_n += 1
-                log.info("[%s] point %d/%d size=%d seed=%d: reused finished run %s (same fingerprint)",
-                         arm.name, k, len(points), p.size, p.seed, p.done_run_id[:8])
-            else:
+                name, tags = _point_identity(study, arm.name, p)
+                curve.add(p.size, p.seed, resume.reuse_point(uri, tracking.get_run(uri, p.done_run_id), exp,
+                                                             arm_run_id, name, tags))
+                log.info("[%s] point size=%d seed=%d: reused finished run %s (same fingerprint)",
+                         arm.name, p.size, p.seed, p.done_run_id[:8])
+
+        def one(p: PointPlan) -> None:
+            name, tags = _point_identity(study, arm.name, p)
+            with slots.taken(priority=-p.size):
                 result = _train_point(study, inputs, arm, model_dir, uri, exp, arm_run_id, p, name, tags)
-                trained_n += 1
-                log.info("[%s] point %d/%d size=%d seed=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs",
-                         arm.name, k, len(points), p.size, p.seed, study.primary, result[study.primary],
-                         result["train_seconds"], result["train_tokens_per_s"], result["eval_seconds"])
-            per_size.setdefault(p.size, []).append(result)
-            if arm_run_id in _progress:
-                _progress[arm_run_id].tick()
-            if len(per_size[p.size]) == len(study.point_seeds(arm.name, p.size)):
-                steps.log_arm_curve(study, uri, arm_run_id, p.size, per_size[p.size])
+            log.info("[%s] point size=%d seed=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs", arm.name, p.size,
+                     p.seed, study.primary, result[study.primary], result["train_seconds"],
+                     result["train_tokens_per_s"], result["eval_seconds"])
+            curve.add(p.size, p.seed, result)
+
+        workers.each(one, todo)
     except BaseException as err:
         tracking.end_run(uri, arm_run_id, ok=False, reason=f"{type(err).__name__}: {err}"[:500])
         raise
     before = tracking.get_run(uri, arm_run_id).data.metrics  # an arm that runs in rungs (pruning) adds up
+    trained_n, reused_n = len(todo), len(points) - len(todo)
     tracking.log_metrics(uri, arm_run_id, {"points_trained": trained_n + before.get("points_trained", 0),
                                            "points_reused": reused_n + before.get("points_reused", 0)})
     tracking.end_run(uri, arm_run_id)
     return {"arm": arm_name, "arm_run_id": arm_run_id, "trained": trained_n, "reused": reused_n}
+
+
+def _point_identity(study: Study, arm: str, p: PointPlan) -> tuple[str, dict]:
+    return point_run_name(study, arm, p.size, p.seed), {tracking.ARM: arm, tracking.STUDY: study.name,
+                                                        tracking.POINT_FP: p.fingerprint,
+                                                        tracking.MIXTURE_FP: p.mixture_fingerprint}
+
+
+class _Curve:
+    """An arm's finished points by size: the arm's curve point is logged once every seed of a size is in, and the
+    study's progress advances per point (points finish in any order, from several threads)."""
+
+    def __init__(self, study: Study, uri: str, arm_run_id: str, arm: str):
+        self.study, self.uri, self.arm_run_id, self.arm = study, uri, arm_run_id, arm
+        self.per_size: dict[int, list[tuple[int, dict]]] = {}
+        self.lock = threading.Lock()
+
+    def add(self, size: int, seed: int, result: dict) -> None:
+        with self.lock:
+            done = self.per_size.setdefault(size, [])
+            done.append((seed, result))
+            complete = len(done) == len(self.study.point_seeds(self.arm, size))
+        if self.arm_run_id in _progress:
+            _progress[self.arm_run_id].tick()
+        if complete:
+            steps.log_arm_curve(self.study, self.uri, self.arm_run_id, size, [r for _, r in sorted(done, key=lambda x: x[0])])
 
 
 def _train_point(study: Study, inputs: Inputs, arm: Arm, model_dir: str, uri: str, exp: str, arm_run_id: str,
@@ -173,6 +202,8 @@ def curate(study: Study) -> dict:
     _slots[study_run] = threading.Semaphore(study.concurrency)
     progress = Progress(steps.open_artifacts(study, uri, study_run, exp, total), total, study.name)
     _progress.update({run_id: progress for run_id in arm_runs.values()})
+    slots = workers.Slots(study.concurrency)  # in-process: every arm's points take turns on the same workers
+    _point_slots.update({run_id: slots for run_id in arm_runs.values()})
     arms, failed, pruned, rungs = [], [], {}, pruning.rungs(study)
     try:
         for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving
@@ -194,6 +225,7 @@ def curate(study: Study) -> dict:
         _slots.pop(study_run, None)
         for run_id in arm_runs.values():
             _progress.pop(run_id, None)
+            _point_slots.pop(run_id, None)
     merged: dict[str, dict] = {}  # an arm that ran in two rungs: one entry, its counts added
     for a in arms:
         m = merged.setdefault(a["arm"], {**a, "trained": 0, "reused": 0})

@@ -29,10 +29,12 @@ def rank_options(study: Study, kind: TaskType, metric: str) -> RankOptions:
 
 
 def points_of(study: dict, kind: TaskType) -> list[Point]:
-    """The points of a study read from MLflow (tracking.read_study), with their per-example arrays where logged."""
+    """The points of a study read from MLflow (tracking.read_study), with their per-example arrays where logged, in
+    one order (arm, size, seed) whatever order they ran and were logged in: the bootstrap draws per point in this
+    order, so the same points always give the same intervals."""
     return [Point(p["arm"], p["size"], p["seed"], p["metrics"],
                   kind.example_arrays(p["records"], study["context"]) if p["records"] else None)
-            for p in study["points"]]
+            for p in sorted(study["points"], key=lambda p: (p["arm"], p["size"], p["seed"]))]
 
 
 def _companions(metric: str, kind: TaskType, logged: set[str]) -> list[str]:

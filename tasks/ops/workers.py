@@ -1,10 +1,14 @@
 """Worker processes for training and scoring: one torch per process (threads and RNG are process-global),
 torch imported once per worker, and a crash in one point cannot take the flow down with it."""
 
+import contextvars
+import heapq
+import itertools
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 
 _pool: ProcessPoolExecutor | None = None
 _shape: tuple[int, int] | None = None
@@ -81,3 +85,45 @@ def _shutdown() -> None:
     if _pool is not None:
         _pool.shutdown(wait=True, cancel_futures=True)
         _pool = None
+
+
+class Slots:
+    """At most `n` holders at once (the study's workers); waiters get in by priority (lowest first: the flow passes
+    -size, so the longest points start first and the study ends sooner), then in arrival order."""
+
+    def __init__(self, n: int):
+        self.capacity = self.free = n
+        self.cond, self.waiting, self.order = threading.Condition(), [], itertools.count()
+
+    @property
+    def busy(self) -> int:
+        return self.capacity - self.free
+
+    @contextmanager
+    def taken(self, priority: int = 0):
+        me = (priority, next(self.order))
+        with self.cond:
+            heapq.heappush(self.waiting, me)
+            while self.free == 0 or self.waiting[0] != me:
+                self.cond.wait()
+            heapq.heappop(self.waiting)
+            self.free -= 1
+            self.cond.notify_all()  # the next waiter may be first now, and a slot may still be free
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.free += 1
+                self.cond.notify_all()
+
+
+def each(fn, items: list) -> None:
+    """fn(item) for every item at once, each in its own thread with a copy of the caller's context (Prefect's flow
+    run, logger); waits for all, then raises the first error (the others still finish: their work is kept)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(len(items), thread_name_prefix="curate-point") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
