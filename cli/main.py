@@ -134,7 +134,7 @@ def _first_prefect_start() -> None:
 
 @app.command()
 def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
-        concurrency: int = typer.Option(None, min=1, help="Arms trained at once (overrides the study)."),
+        concurrency: int = typer.Option(None, min=1, help="Points trained at once, shared by all arms (overrides the study)."),
         work_pool: str = typer.Option(None, help="Run the arms on this Prefect work pool (overrides the study and "
                                       "$CURATE_WORK_POOL; needs PREFECT_API_URL)."),
         smoke: bool = typer.Option(False, "--smoke", help="Prove the set-up in about a minute: sizes 8 and 16, 8 "
@@ -148,7 +148,7 @@ def run(study_path: Path = typer.Argument(..., help="Study YAML file."),
 @app.command()
 def calibrate(study_path: Path = typer.Argument(..., help="Study YAML file."),
               placebos: int = typer.Option(5, min=1, max=20, help="Placebo arms (each its own draw of D0 rows)."),
-              concurrency: int = typer.Option(None, min=1, help="Arms trained at once (overrides the study)."),
+              concurrency: int = typer.Option(None, min=1, help="Points trained at once, shared by all arms (overrides the study)."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking.")):
     """A/A check: run the study with placebo arms (more rows of D0 as the 'candidate') and report how often the
     ranking wrongly calls a placebo better or worse than the control: its false-positive rate at the study's
@@ -166,12 +166,14 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
         fail(err)
     from tasks.backends.tracking import tracking_uri
 
-    per_arm = {a.name: len(study.arm_points(a.name)) for a in inputs.arms}
+    plan = {a.name: study.arm_points(a.name) for a in inputs.arms}
+    per_arm = {arm: len(points) for arm, points in plan.items()}
     log = output.log_to_file(study.output_path / "curate.log", VERBOSE["on"])
     extra = sum(per_arm.values()) - len(inputs.arms) * len(study.mixture.sizes) * study.seeds
     console.print(f"[green]valid[/]: {len(inputs.arms)} arms x {len(study.mixture.sizes)} sizes x {study.seeds} "
                   f"seed(s){f' + {extra} control replicates (training noise)' if extra else ''} = "
-                  f"{sum(per_arm.values())} points; {study.concurrency} arm(s) at once; log: {log}")
+                  f"{sum(per_arm.values())} points; {study.concurrency} "
+                  f"{'arm(s) on the work pool' if study.pool else 'point(s)'} at once; log: {log}")
     _print_contamination(study, inputs)
     confirm(study, yes, inputs)
     _first_prefect_start()
@@ -180,7 +182,7 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
     start = time.perf_counter()
     uri = tracking_uri(study.output_path)
     try:
-        with output.StudyProgress(uri, study.name, per_arm):
+        with output.StudyProgress(uri, study.name, plan, study.concurrency):
             result = curate(study)
     except WorkbenchError as err:  # validated before: a problem found while running is the study failing
         fail(err, output.NOTHING_OR_FAILED)
@@ -191,6 +193,10 @@ def _run(study_path: Path, work_pool: str | None, concurrency: int | None, place
     minutes = (time.perf_counter() - start) / 60
     output.print_ranking(result, study.name)
     console.print(f"points trained: {result['points_trained']}, reused from earlier runs: {result['points_reused']}")
+    if result.get("busy"):
+        b = result["busy"]
+        console.print(f"workers busy {b['share']:.0%} of the {output.clock(b['wall_s'])} the points ran "
+                      f"({b['workers']} worker(s), {output.clock(b['busy_s'])} of work)", highlight=False)
     console.print(f"done in {minutes:.1f} min. Outputs: {result['out_dir']}\n"
                   f"MLflow UI : {_mlflow_ui(result['tracking_uri'])}\n"
                   f"            the arms ranked: {_ranking_url(result)}\n"

@@ -134,10 +134,14 @@ class StudyProgress:
     """Polls MLflow (the record of work) while the flow runs: a bar per arm in a terminal, and one line per finished
     point everywhere (points done/total, elapsed, estimated time left from the points trained so far)."""
 
-    def __init__(self, uri: str, study_name: str, per_arm: dict[str, int], every: float = 3.0):
-        self.uri, self.name, self.every = uri, study_name, every
+    def __init__(self, uri: str, study_name: str, plan: dict[str, list[tuple[int, int]]], workers: int = 1,
+                 every: float = 3.0):
+        """plan: arm -> its points' (size, seed); workers: points that run at once (the estimate of the time left)."""
+        per_arm = {arm: len(points) for arm, points in plan.items()}
+        self.uri, self.name, self.every, self.plan, self.workers = uri, study_name, every, plan, workers
+        self.seconds: dict[int, list[float]] = {}  # size -> seconds of the points trained here
         self.total, self.since_ms = sum(per_arm.values()), int(time.time() * 1000)
-        self.start, self.seen, self.trained, self.first_done = time.time(), set(), 0, 0.0
+        self.start, self.seen, self.trained = time.time(), set(), 0
         self.stop_event = threading.Event()
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
@@ -184,12 +188,15 @@ class StudyProgress:
                 self.bars.update(self.tasks[arm["arm"]], completed=done, note=arm["state"])
 
     def _line(self, p: dict, metric: str, reused: bool) -> None:
+        from tasks.core.plan import time_left
+
         now = time.time()
         elapsed, done = now - self.start, len(self.seen)
-        if self.trained == 1 and not reused:
-            self.first_done = now  # start-up (server, model, first worker imports) is not a point's cost
-        rate = (self.trained - 1) / (now - self.first_done) if self.trained > 1 and now > self.first_done else None
-        left = (self.total - done) / rate if rate else None
+        if p["state"].startswith("completed") and not reused and p.get("seconds"):
+            self.seconds.setdefault(p["size"], []).append(float(p["seconds"]))
+        remaining = [size for arm, points in self.plan.items() for size, seed in points
+                     if (arm, size, seed) not in self.seen]
+        left = time_left(remaining, self.seconds, self.workers)
         what = (f"FAILED: {p['why']}" if p["state"].startswith("failed")
                 else f"{metric}={fmt(p['metric'])}" + (" (reused)" if reused else f" in {fmt(p['seconds'], 'seconds')} s"))
         eta = f", ~{clock(left)} left" if left is not None and done < self.total else ""

@@ -79,17 +79,17 @@ def evaluate_arm(study: Study, arm_name: str, arm_run_id: str, tracking_uri: str
                 name, tags = _point_identity(study, arm.name, p)
                 curve.add(p.size, p.seed, resume.reuse_point(uri, tracking.get_run(uri, p.done_run_id), exp,
                                                              arm_run_id, name, tags))
-                log.info("[%s] point size=%d seed=%d: reused finished run %s (same fingerprint)",
-                         arm.name, p.size, p.seed, p.done_run_id[:8])
+                log.info("[%s] point %d/%d size=%d seed=%d: reused finished run %s (same fingerprint)",
+                         arm.name, points.index(p) + 1, len(points), p.size, p.seed, p.done_run_id[:8])
 
         def one(p: PointPlan) -> None:
             name, tags = _point_identity(study, arm.name, p)
             with slots.taken(priority=-p.size):
                 result = _train_point(study, inputs, arm, model_dir, uri, exp, arm_run_id, p, name, tags)
-            log.info("[%s] point size=%d seed=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs", arm.name, p.size,
-                     p.seed, study.primary, result[study.primary], result["train_seconds"],
-                     result["train_tokens_per_s"], result["eval_seconds"])
             curve.add(p.size, p.seed, result)
+            log.info("[%s] point %d/%d size=%d seed=%d: %s=%.4f  train %.1fs (%.0f tok/s), eval %.1fs", arm.name,
+                     points.index(p) + 1, len(points), p.size, p.seed, study.primary, result[study.primary],
+                     result["train_seconds"], result["train_tokens_per_s"], result["eval_seconds"])
 
         workers.each(one, todo)
     except BaseException as err:
@@ -177,6 +177,28 @@ def run_arm(study: Study, inputs: Inputs, arm: Arm, points: list[PointPlan], mod
             **{k: int(m.get(f"points_{k}", 0) - before.get(f"points_{k}", 0)) for k in ("trained", "reused")}}
 
 
+def _merged(arms: list[dict]) -> list[dict]:
+    """An arm that ran in two rungs (pruning): one entry, its counts added."""
+    merged: dict[str, dict] = {}
+    for a in arms:
+        m = merged.setdefault(a["arm"], {**a, "trained": 0, "reused": 0})
+        m["trained"], m["reused"] = m["trained"] + a["trained"], m["reused"] + a["reused"]
+    return list(merged.values())
+
+
+def _busy(study: Study, uri: str, study_run: str, arm_runs: dict[str, str]) -> dict | None:
+    """The workers' busy share over the points trained in this study run (from their MLflow start and end times),
+    logged on the study run; in-process only (on a work pool each arm's machine has its own workers)."""
+    from tasks.core.plan import busy_share
+
+    runs = [r for run_id in arm_runs.values() for r in tracking.children(uri, run_id, finished_only=True)
+            if tracking.REUSED not in r.data.tags]
+    busy = busy_share([(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs], study.concurrency)
+    if busy and not study.pool:
+        tracking.log_metrics(uri, study_run, {"worker_busy_share": round(busy["share"], 4)})
+    return None if study.pool else busy
+
+
 @flow(name="curate", flow_run_name="{study.name}", task_runner=ThreadPoolTaskRunner(max_workers=32))
 def curate(study: Study) -> dict:
     """Which candidate, mixed into D0, helps most at the target size? Returns the study run id and the ranking."""
@@ -188,22 +210,22 @@ def curate(study: Study) -> dict:
     uri = tracking.tracking_uri(study.output_path)
     study_run = steps.open_study_run(study, inputs, uri)
     exp = tracking.experiment_of(uri, study_run)
-    orphans = resume.fail_orphans(uri, exp)
-    if orphans:
+    if orphans := resume.fail_orphans(uri, exp):
         log.warning("marked %d run(s) of an earlier, dead study run FAILED (their process or flow run is gone)", len(orphans))
     arm_runs = {arm.name: steps.open_arm_run(study, arm, uri, study_run) for arm in inputs.arms}
     plan = steps.plan_points(study, inputs, uri, exp)
     todo = {arm: sum(p.done_run_id is None for p in points) for arm, points in plan.items()}
     total = sum(len(points) for points in plan.values())
     log.info("MLflow: %s  study run %s  (%d arms x %d sizes x %d seeds, %d points; %d to train, %d finished before "
-             "and reused; %s, %d arms at once)", uri, study_run, len(inputs.arms), len(study.mixture.sizes),
+             "and reused; %s, %d at once)", uri, study_run, len(inputs.arms), len(study.mixture.sizes),
              study.seeds, total, sum(todo.values()), total - sum(todo.values()),
-             f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process", study.concurrency)
+             f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process: points",
+             study.concurrency)
     _slots[study_run] = threading.Semaphore(study.concurrency)
     progress = Progress(steps.open_artifacts(study, uri, study_run, exp, total), total, study.name)
-    _progress.update({run_id: progress for run_id in arm_runs.values()})
     slots = workers.Slots(study.concurrency)  # in-process: every arm's points take turns on the same workers
-    _point_slots.update({run_id: slots for run_id in arm_runs.values()})
+    for run_id in arm_runs.values():
+        _progress[run_id], _point_slots[run_id] = progress, slots
     arms, failed, pruned, rungs = [], [], {}, pruning.rungs(study)
     try:
         for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving
@@ -226,18 +248,15 @@ def curate(study: Study) -> dict:
         for run_id in arm_runs.values():
             _progress.pop(run_id, None)
             _point_slots.pop(run_id, None)
-    merged: dict[str, dict] = {}  # an arm that ran in two rungs: one entry, its counts added
-    for a in arms:
-        m = merged.setdefault(a["arm"], {**a, "trained": 0, "reused": 0})
-        m["trained"], m["reused"] = m["trained"] + a["trained"], m["reused"] + a["reused"]
-    arms = list(merged.values())
+    arms = _merged(arms)
     trained, reused = sum(a["trained"] for a in arms), sum(a["reused"] for a in arms)
     skipped = sum(1 for arm in pruned for p in plan[arm] if p.size not in rungs[0])
     tracking.log_metrics(uri, study_run, {"points_trained": trained, "points_reused": reused, "points_pruned": skipped})
+    busy = _busy(study, uri, study_run, arm_runs)
     tracking.end_run(uri, study_run, ok=not failed, reason=f"arms failed: {', '.join(failed)}" if failed else None)
     if failed:
         raise RuntimeError(f"arms failed: {', '.join(failed)}; finished points are kept in MLflow (study run "
                            f"{study_run}); run the study again to compute only what is missing")
     log.info("points trained: %d, reused from earlier runs: %d", trained, reused)
     return {"study_run_id": study_run, "tracking_uri": uri, "points_trained": trained, "points_reused": reused,
-            "points_pruned": skipped, "pruned": pruned, "arms": arms, **result}
+            "busy": busy, "points_pruned": skipped, "pruned": pruned, "arms": arms, **result}

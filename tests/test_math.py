@@ -174,3 +174,20 @@ def test_label_noise_shuffles_solutions_between_problems():
     changed = [i for i, (a, b) in enumerate(zip(rows, noisy)) if a["answer"] != b["answer"]]
     assert len(changed) == 60 and [r["question"] for r in rows] == [r["question"] for r in noisy]
     assert sorted(r["answer"] for r in noisy) == sorted(r["answer"] for r in rows)  # the same solutions, moved
+
+
+def test_generation_that_stops_at_a_stop_string_gives_the_text_a_full_generation_gives(tiny_model):
+    """Rows end early at the stop string (math: '\\nQuestion:'); cut there, every row's text is the full-length
+    greedy generation's, in a batch where some rows stop and others run on."""
+    from tasks.backends.evaluation import load_adapted
+    from tasks.backends.scorer import Scorer
+    from tasks.schema.training import Training
+
+    model, tokenizer = load_adapted(str(tiny_model), None)
+    scorer = Scorer(model, tokenizer, Training(max_new_tokens=24, eval_batch_size=4), bf16=False)
+    prompts = [f"Question: what is {i} plus {i * 3}?\nAnswer:" for i in range(6)]
+    full = scorer.generate(prompts)
+    stop = next(t[4:7] for t in full if len(t) > 8)  # a string the model does write: some rows stop on it
+    early = scorer.generate(prompts, stop=[stop])
+    assert [t.split(stop)[0] for t in early] == [t.split(stop)[0] for t in full]
+    assert sum(stop in t for t in full) >= 1 and sum(len(a) < len(b) for a, b in zip(early, full)) >= 1

@@ -87,3 +87,23 @@ def test_curate_plan_measures_this_machine_and_run_shows_the_plan(tmp_path, tiny
     assert measured.exit_code == 0, measured.output
     assert "training tokens/s" in measured.output and "this machine (" in measured.output
     assert (tmp_path / "cache" / "throughput.json").exists()
+
+
+def test_time_left_places_the_remaining_points_on_the_workers_largest_first():
+    from tasks.core.plan import time_left
+
+    took = {16: [10.0, 12.0], 128: [100.0]}
+    assert time_left([128, 128, 16], took, workers=2) == 111.0  # 100 | 100, then 11 on the first free worker
+    assert time_left([128], took, workers=2) == 100.0  # a lone last point takes its own time, not half of it
+    assert time_left([64], {16: [10.0]}, workers=1) == 40.0  # not measured yet: the nearest size, scaled by rows
+    assert time_left([8], {16: [10.0]}, workers=1) == 10.0  # smaller than any measured: not scaled down
+    assert time_left([16], {}, workers=2) is None and time_left([], took, workers=2) == 0.0
+
+
+def test_busy_share_is_work_over_workers_times_the_span_points_ran():
+    from tasks.core.plan import busy_share
+
+    # two workers: one busy 0-10 and 10-20, the other 0-10 then idle while the last point runs alone
+    b = busy_share([(0, 10), (10, 20), (0, 10)], workers=2)
+    assert (b["busy_s"], b["wall_s"], b["share"]) == (30, 20, 0.75)
+    assert busy_share([], 2) is None and busy_share([(5, 5)], 1)["share"] == 1.0

@@ -8,6 +8,7 @@ import copy
 from contextlib import nullcontext
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tasks.backends import sandbox
 from tasks.schema.training import Training
@@ -68,15 +69,18 @@ class Scorer:
         """Run programs (tasks.core.codeconvert.program dicts) in the sandbox under the study's execution settings."""
         return sandbox.run_problems(programs, execution)
 
-    def generate(self, prompts: list[str]) -> list[str]:
-        """Greedy continuations (max_new_tokens of the study), decoded without special tokens."""
-        return [texts[0] for texts in self.samples(prompts)]
+    def generate(self, prompts: list[str], stop: list[str] | None = None) -> list[str]:
+        """Greedy continuations (max_new_tokens of the study), decoded without special tokens. A row ends at the first
+        of the `stop` strings (kept in its text), and a batch when all its rows ended: cut at the stop string, the
+        text is the same as a full-length generation's."""
+        return [texts[0] for texts in self.samples(prompts, until=stop)]
 
     @torch.no_grad()
     def samples(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-                stop: list[str] | None = None, seed: int = 0) -> list[list[str]]:
+                stop: list[str] | None = None, seed: int = 0, until: list[str] | None = None) -> list[list[str]]:
         """n continuations per prompt: greedy when temperature is 0 (n must be 1), else sampled (seeded, so a point
-        always draws the same samples). A row stops early at any of the `stop` strings (they stay in the text)."""
+        always draws the same samples). A row stops early at any of the `stop` strings (transformers' stop_strings,
+        matched on tokens; they stay in the text), or once its decoded text holds one of the `until` strings."""
         if n > 1 and not temperature:
             raise ValueError("n > 1 samples need a temperature > 0 (greedy decoding gives one answer)")
         ids = self._ids(prompts)
@@ -87,6 +91,9 @@ class Scorer:
         with self.autocast:
             for batch in self._by_length(ids):
                 enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.model.device)
+                if until:
+                    extra["stopping_criteria"] = StoppingCriteriaList([_Until(self.tokenizer, until,
+                                                                              enc.input_ids.shape[1])])
                 gen = self.model.generate(**enc, max_new_tokens=self.preset.max_new_tokens, num_return_sequences=n,
                                           pad_token_id=self.tokenizer.pad_token_id,
                                           eos_token_id=self.tokenizer.eos_token_id, **sampling, **extra)
@@ -94,6 +101,19 @@ class Scorer:
                 for k, i in enumerate(batch):
                     out[i] = texts[k * n:(k + 1) * n]
         return out
+
+
+class _Until(StoppingCriteria):
+    """Ends a row once its decoded continuation holds one of `strings`, and the batch once every row has. Decoded
+    text, not tokens, decides, so the text before the string is exactly what a full-length greedy generation writes
+    (the rows that go on are computed as before; the ended ones only get padding)."""
+
+    def __init__(self, tokenizer, strings: list[str], start: int):
+        self.tokenizer, self.strings, self.start = tokenizer, strings, start
+
+    def __call__(self, input_ids, scores, **kwargs):
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.strings) for t in texts], device=input_ids.device)
 
 
 def _common_prefix(ids: list[list[int]]) -> int:

@@ -139,3 +139,39 @@ def human_flops(x: float) -> str:
         return "0"
     exp = min(int(math.log10(x) // 3), 6)
     return f"{x / 10 ** (3 * exp):.3g} {['', 'k', 'M', 'G', 'T', 'P', 'E'][exp]}FLOP"
+
+
+def time_left(remaining: list[int], seconds: dict[int, list[float]], workers: int) -> float | None:
+    """Seconds until the last of the `remaining` points (their sizes) ends on `workers` workers, from the seconds
+    finished points took at each size (a size not measured yet: the nearest measured size, scaled by rows when it is
+    larger). The points are placed largest first on the worker that frees up first, as the flow runs them, so the
+    estimate ends with the last, possibly lone point, not with an average rate. None before any point finished."""
+    measured = {s: sum(v) / len(v) for s, v in seconds.items() if v}
+    if not measured:
+        return None
+    if not remaining:
+        return 0.0
+
+    def cost(size: int) -> float:
+        if size in measured:
+            return measured[size]
+        near = min(measured, key=lambda m: (abs(m - size), -m))
+        return measured[near] * max(1.0, size / near)
+
+    free = [0.0] * max(1, workers)
+    for size in sorted(remaining, reverse=True):
+        i = free.index(min(free))
+        free[i] += cost(size)
+    return max(free)
+
+
+def busy_share(spans: list[tuple[float, float]], workers: int) -> dict | None:
+    """How busy the workers were while points ran: spans are the (start, end) seconds of the points trained; the
+    share is their summed time over workers x (first start to last end). None without a point."""
+    spans = [(a, b) for a, b in spans if b >= a]
+    if not spans:
+        return None
+    wall = max(b for _, b in spans) - min(a for a, _ in spans)
+    busy = sum(b - a for a, b in spans)
+    return {"busy_s": busy, "wall_s": wall, "workers": workers,
+            "share": busy / (workers * wall) if wall > 0 else 1.0}

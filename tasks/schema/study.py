@@ -41,8 +41,10 @@ class Study(Strict):
     output_dir: str = Field("runs/{name}", description="Where mixtures, adapters and the embedded MLflow store go. "
                             "'{name}' is replaced by the study name.")
     catalog_dir: str = Field("catalog", description="Folder of catalog entry YAML files.")
-    concurrency: int = Field(1, gt=0, description="Arms trained at once: worker processes in-process, or arm "
-                             "flow runs in flight on the work pool (this study's cap; the pool's limit still applies).")
+    concurrency: int = Field(1, gt=0, description="In-process: points trained at once, one worker process each, "
+                             "shared by every arm's points (largest first). On a work pool: arm flow runs in flight "
+                             "(this study's cap; the pool's limit still applies), each training its points this many "
+                             "at once.")
     work_pool: str | None = Field(None, description="Prefect work pool whose 'evaluate-arm' deployment runs the arms "
                                   "(see deployments/prefect.yaml). Empty: $CURATE_WORK_POOL, else arms run in-process.")
     ranking: Ranking = Field(default_factory=Ranking, description="Intervals, fit form and ranking method.")

@@ -70,7 +70,7 @@ class Math(TaskType):
                         for s in context.get("fewshot", []))
         prompts = [shots + p for p in self.prompts(rows, context, scorer.tokenizer, scorer.max_length)]
         scored = scorer.logprobs(prompts, [[self.completion(r["answer"])] for r in rows])
-        generated = [t.split(STOP)[0].strip() for t in scorer.generate(prompts)]
+        generated = [t.split(STOP)[0].strip() for t in scorer.generate(prompts, stop=[STOP])]  # ends rows early
         records = []
         for r, (s,), text in zip(rows, scored, generated):
             predicted = mathanswers.extract(text)

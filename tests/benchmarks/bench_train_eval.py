@@ -51,7 +51,7 @@ except ImportError:  # the code before the layout split
     from tasks.study import Training
     context = args["labels"]
 import transformers; transformers.logging.set_verbosity_error()
-preset = Training(**args["preset"])
+preset = Training(**{k: v for k, v in args["preset"].items() if k in Training.model_fields})  # fields of that code
 times = []
 for k in range(args["points"]):
     start = time.perf_counter()
@@ -153,7 +153,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=3, help="points scored in a row per process")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="a few steps, rows and one round: proves the bench runs "
+                        "(tests/test_bench.py); its numbers mean nothing")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.examples, args.points, args.rounds = 2, 8, 2, 1
     torch.set_num_threads(args.threads)
     from tasks.ops.workers import quiet_libraries
     quiet_libraries()
