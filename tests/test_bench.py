@@ -1,6 +1,6 @@
 """`make bench` keeps working: its quick mode runs every part (training against a bare peft loop, scoring against
 the code of an older commit) on a few rows, so a change of the models or the study's fields cannot break it
-silently. The numbers of a quick run mean nothing and are not checked."""
+silently. It runs on the tests' tiny model; the numbers of a quick run mean nothing and are not checked."""
 
 import subprocess
 import sys
@@ -12,13 +12,13 @@ from conftest import ROOT
 BENCH = ROOT / "tests" / "benchmarks" / "bench_train_eval.py"
 
 
-def test_the_bench_runs_in_quick_mode(tmp_path):
+def test_the_bench_runs_in_quick_mode(tmp_path, tiny_model):
     sys.path.insert(0, str(BENCH.parent))
     from bench_train_eval import BEFORE
 
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BEFORE}^{{commit}}"]).returncode:
         pytest.skip(f"commit {BEFORE}, the bench's point of comparison, is not in this checkout (a shallow clone)")
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=600)
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--model", str(tiny_model)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=600)  # the tiny model: every part runs, in seconds
     assert done.returncode == 0, done.stderr[-3000:]
     assert "workbench tok/s / bare tok/s = " in done.stdout and "equal predictions: " in done.stdout
