@@ -92,12 +92,8 @@ class Slots:
     -size, so the longest points start first and the study ends sooner), then in arrival order."""
 
     def __init__(self, n: int):
-        self.capacity = self.free = n
+        self.free = n
         self.cond, self.waiting, self.order = threading.Condition(), [], itertools.count()
-
-    @property
-    def busy(self) -> int:
-        return self.capacity - self.free
 
     @contextmanager
     def taken(self, priority: int = 0):
