@@ -12,6 +12,25 @@ from tasks.backends.data import read_jsonl
 from tasks.schema.training import Training
 
 
+def labelled_positions_only() -> bool:
+    """trl's fused LM head (SFT and DPO) projects only the positions that have a label on CUDA, but every position
+    elsewhere (a fixed tile shape for compilers such as Neuron's). On a CPU, in eager mode, that spent 39 % of a
+    classification point's training on the vocabulary projection of prompt tokens whose loss is zero (profiled:
+    docs/performance.md). The positions with a label are the only ones the loss reads, so projecting just those
+    gives the same loss and gradients. Returns whether trl still makes that choice where we expect it (a test pins
+    it, so a trl upgrade cannot drop the speed-up silently)."""
+    import trl.trainer.utils as trl_utils
+
+    if not callable(getattr(trl_utils, "_use_triton", None)):
+        return False
+    trl_utils._use_triton = _labelled_only
+    return True
+
+
+def _labelled_only(device) -> bool:
+    return True
+
+
 def lora_config(preset: Training):
     from peft import LoraConfig
 
@@ -62,6 +81,7 @@ def train_adapter(mixture_path: str, model_dir: str, preset: Training, task: str
     from trl import DPOTrainer, SFTTrainer
 
     out = Path(out_dir)
+    labelled_positions_only()
     quantize, bf16 = models.use_4bit(preset.quantization), models.use_bf16(preset.bf16)
     torch.manual_seed(seed)  # adapter init
     model, tokenizer = models.load_for_training(Path(model_dir), quantize, trust_remote_code)
