@@ -191,3 +191,36 @@ def test_generation_that_stops_at_a_stop_string_gives_the_text_a_full_generation
     early = scorer.generate(prompts, stop=[stop])
     assert [t.split(stop)[0] for t in early] == [t.split(stop)[0] for t in full]
     assert sum(stop in t for t in full) >= 1 and sum(len(a) < len(b) for a, b in zip(early, full)) >= 1
+
+
+def test_generation_reusing_the_shared_prefix_cache_writes_what_full_prompts_write(tiny_model):
+    """Few-shot prompts share their exemplars: the Scorer encodes that prefix once and generates from a copy of its
+    KV cache, rows of different lengths left-padded after it. Greedy and sampled, the texts are those generate()
+    writes from the whole prompts, left-padded in front as before."""
+    import torch
+
+    from tasks.backends.evaluation import load_adapted
+    from tasks.backends.scorer import Scorer, _common_prefix
+    from tasks.schema.training import Training
+
+    model, tokenizer = load_adapted(str(tiny_model), None)
+    scorer = Scorer(model, tokenizer, Training(max_new_tokens=12, eval_batch_size=3), bf16=False)
+    shots = "Question: what is 2 plus 2?\nAnswer: 2 + 2 = 4. The answer is 4.\n\n"
+    prompts = [shots + f"Question: what is {i} plus {'1' * (i + 1)}?\nAnswer:" for i in range(5)]
+    assert _common_prefix(scorer._ids(prompts)) > 10  # the case under test: a long shared prefix
+
+    def whole(n, temperature):
+        out = []
+        for batch in scorer._by_length(scorer._ids(prompts)):
+            enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            kw = {"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False}
+            gen = model.generate(**enc, max_new_tokens=12, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **kw)
+            texts = tokenizer.batch_decode(gen[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+            out += [(i, texts[k * n:(k + 1) * n]) for k, i in enumerate(batch)]
+        return [texts for _, texts in sorted(out)]
+
+    assert scorer.samples(prompts) == whole(1, 0.0)
+    torch.manual_seed(0)
+    sampled = whole(2, 0.8)
+    assert scorer.samples(prompts, n=2, temperature=0.8, seed=0) == sampled

@@ -1,6 +1,7 @@
 """What a task type's `predict` asks of a model, answered fast: log-likelihoods of given continuations (rows batched
 by length, as lm-evaluation-harness does; the prompt prefix all rows share runs once and its KV cache is reused;
-label log-likelihoods copy the prompt's KV cache per option), greedy or sampled generations, and — for task types
+label log-likelihoods copy the prompt's KV cache per option), greedy or sampled generations (the shared prefix's
+KV cache reused the same way), and — for task types
 that run code — the sandbox. Also the one loader of a causal LM and its tokenizer, for the evaluated model and the
 judge alike."""
 
@@ -51,11 +52,8 @@ class Scorer:
         """For each prompt, (sum log p, n tokens) of each of its continuations followed by EOS."""
         ids = self._ids(prompts)
         shared = _common_prefix(ids)
-        prefix = None
         with self.autocast:
-            if shared:
-                prefix = self.model(input_ids=torch.tensor([ids[0][:shared]], device=self.model.device),
-                                    use_cache=True).past_key_values
+            prefix = self._prefix(ids[0][:shared])
             out: list = [None] * len(ids)
             for batch in self._by_length(ids):
                 scored = continuation_logprobs(self.model, self.tokenizer, [ids[i][shared:] for i in batch],
@@ -63,6 +61,13 @@ class Scorer:
                 for i, s in zip(batch, scored):
                     out[i] = s
         return out
+
+    def _prefix(self, ids: list[int]):
+        """The KV cache of the token ids every prompt starts with (few-shot exemplars, instructions), computed once
+        per benchmark; None when the prompts share nothing."""
+        if not ids:
+            return None
+        return self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True).past_key_values
 
     @staticmethod
     def execute(programs: list[dict], execution: dict) -> list:
@@ -84,23 +89,39 @@ class Scorer:
         if n > 1 and not temperature:
             raise ValueError("n > 1 samples need a temperature > 0 (greedy decoding gives one answer)")
         ids = self._ids(prompts)
+        shared = _common_prefix(ids)
         out: list = [None] * len(ids)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
         extra = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
         torch.manual_seed(seed)
         with self.autocast:
+            prefix = self._prefix(ids[0][:shared])
             for batch in self._by_length(ids):
-                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.model.device)
+                enc = self._with_prefix(ids, batch, shared, prefix, n)
+                width = enc["input_ids"].shape[1]
                 if until:
-                    extra["stopping_criteria"] = StoppingCriteriaList([_Until(self.tokenizer, until,
-                                                                              enc.input_ids.shape[1])])
+                    extra["stopping_criteria"] = StoppingCriteriaList([_Until(self.tokenizer, until, width)])
                 gen = self.model.generate(**enc, max_new_tokens=self.preset.max_new_tokens, num_return_sequences=n,
                                           pad_token_id=self.tokenizer.pad_token_id,
                                           eos_token_id=self.tokenizer.eos_token_id, **sampling, **extra)
-                texts = self.tokenizer.batch_decode(gen[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+                texts = self.tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
                 for k, i in enumerate(batch):
                     out[i] = texts[k * n:(k + 1) * n]
         return out
+
+    def _with_prefix(self, ids: list[list[int]], batch: list[int], shared: int, prefix, n: int) -> dict:
+        """generate()'s inputs for a batch: the shared prefix, then each row's own tokens left-padded after it (the
+        mask skips the padding; positions come from the mask, so every row sees the positions it would unpadded),
+        with a copy of the prefix's KV cache for each of the rows x n sequences, so generate() runs only the rest."""
+        enc = self.tokenizer.pad({"input_ids": [ids[i][shared:] for i in batch]}, return_tensors="pt").to(self.model.device)
+        if prefix is None:
+            return dict(enc)
+        rows, device = len(batch), self.model.device
+        head = torch.tensor([ids[batch[0]][:shared]], device=device).expand(rows, -1)
+        cache = copy.deepcopy(prefix)
+        cache.reorder_cache(torch.zeros(rows * n, dtype=torch.long, device=device))
+        return {"input_ids": torch.cat([head, enc.input_ids], 1), "past_key_values": cache,
+                "attention_mask": torch.cat([torch.ones_like(head), enc.attention_mask], 1)}
 
 
 class _Until(StoppingCriteria):
