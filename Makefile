@@ -88,4 +88,4 @@ known-truth: setup
 	$(VENV)/bin/curate run deployments/studies/sst2-known-truth.yaml
 
 bench: setup
-	$(VENV)/bin/python tests/benchmarks/bench_train_eval.py
+	$(VENV)/bin/python tests/benchmarks/bench_train_eval.py --save docs/results/bench.txt

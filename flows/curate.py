@@ -231,6 +231,7 @@ def curate(study: Study) -> dict:
         for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving
             live = [arm for arm in inputs.arms if arm.name not in pruned]
             part = {arm.name: [p for p in plan[arm.name] if p.size in sizes] for arm in live}
+            slots.expect(0 if deployment else sum(p.done_run_id is None for a in live for p in part[a.name]))
             # an arm with nothing left to train only copies runs: done here, not sent to a GPU worker
             futures = [run_arm.submit(study, inputs, arm, part[arm.name], model_dir, uri, study_run, arm_runs[arm.name],
                                       deployment if any(p.done_run_id is None for p in part[arm.name]) else None)

@@ -211,7 +211,7 @@ def test_generation_reusing_the_shared_prefix_cache_writes_what_full_prompts_wri
 
     def whole(n, temperature):
         out = []
-        for batch in scorer._by_length(scorer._ids(prompts)):
+        for batch in scorer._by_length([len(x) for x in scorer._ids(prompts)]):
             enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
             kw = {"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False}
             gen = model.generate(**enc, max_new_tokens=12, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,

