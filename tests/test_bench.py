@@ -1,5 +1,5 @@
-"""`make bench` keeps working: its quick mode runs every part (training against a bare peft loop, scoring against
-the code of an older commit) on a few rows, so a change of the models or the study's fields cannot break it
+"""`make bench` keeps working: its quick mode runs training against a bare peft loop, scoring against the code of
+an older commit and the math demo's generation against the code before issue 28, on a few rows, so a change of the models or the study's fields cannot break it
 silently. It runs on the tests' tiny model; the numbers of a quick run mean nothing and are not checked."""
 
 import subprocess
@@ -22,6 +22,7 @@ def test_the_bench_runs_in_quick_mode(tmp_path, tiny_model):
                           text=True, cwd=tmp_path, timeout=600)  # the tiny model: every part runs, in seconds
     assert done.returncode == 0, done.stderr[-3000:]
     assert "workbench tok/s / bare tok/s = " in done.stdout and "equal predictions: " in done.stdout
+    assert "generation (gsm8k-demo: 4 benchmark rows" in done.stdout and "identical generations: " in done.stdout
 
 
 def test_training_scores_only_the_labelled_positions_with_this_trl():
