@@ -219,13 +219,12 @@ def curate(study: Study) -> dict:
     log.info("MLflow: %s  study run %s  (%d arms x %d sizes x %d seeds, %d points; %d to train, %d finished before "
              "and reused; %s, %d at once)", uri, study_run, len(inputs.arms), len(study.mixture.sizes),
              study.seeds, total, sum(todo.values()), total - sum(todo.values()),
-             f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process: points",
-             study.concurrency)
+             f"arms on work pool '{study.pool}' ({deployment})" if deployment else "in-process: points", study.concurrency)
     _slots[study_run] = threading.Semaphore(study.concurrency)
     progress = Progress(steps.open_artifacts(study, uri, study_run, exp, total), total, study.name)
     slots = workers.Slots(study.concurrency)  # in-process: every arm's points take turns on the same workers
-    for run_id in arm_runs.values():
-        _progress[run_id], _point_slots[run_id] = progress, slots
+    _progress.update(dict.fromkeys(arm_runs.values(), progress))
+    _point_slots.update(dict.fromkeys(arm_runs.values(), slots))
     arms, failed, pruned, rungs = [], [], {}, pruning.rungs(study)
     try:
         for r, sizes in enumerate(rungs):  # one rung of all sizes, or two with successive halving

@@ -1,6 +1,7 @@
-"""`make bench` keeps working: its quick mode runs training against a bare peft loop, scoring against the code of
-an older commit and the math demo's generation against the code before issue 28, on a few rows, so a change of the models or the study's fields cannot break it
-silently. It runs on the tests' tiny model; the numbers of a quick run mean nothing and are not checked."""
+"""`make bench` keeps working: its quick mode runs training against a bare peft loop, scoring against the code
+of an older commit and the math demo's generation against the code before issue 28, on a few rows, so a change of
+the models or the study's fields cannot break it silently. It runs on the tests' tiny model; the numbers of a quick
+run mean nothing and are not checked."""
 
 import subprocess
 import sys

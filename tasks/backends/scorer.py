@@ -56,7 +56,7 @@ class Scorer:
             prefix = self._prefix(ids[0][:shared])
             out: list = [None] * len(ids)
             # by prompt + longest continuation: a long gold solution (math, code) pads its batch's continuation pass
-            longest = [max(len(self.tokenizer(c, add_special_tokens=False).input_ids) for c in opts) for opts in options]
+            longest = [max(map(len, self._ids(opts))) for opts in options]
             for batch in self._by_length([len(p) + c for p, c in zip(ids, longest)]):
                 scored = continuation_logprobs(self.model, self.tokenizer, [ids[i][shared:] for i in batch],
                                                [options[i] for i in batch], prefix, shared)
@@ -115,7 +115,8 @@ class Scorer:
         """generate()'s inputs for a batch: the shared prefix, then each row's own tokens left-padded after it (the
         mask skips the padding; positions come from the mask, so every row sees the positions it would unpadded),
         with a copy of the prefix's KV cache for each of the rows x n sequences, so generate() runs only the rest."""
-        enc = self.tokenizer.pad({"input_ids": [ids[i][shared:] for i in batch]}, return_tensors="pt").to(self.model.device)
+        enc = self.tokenizer.pad({"input_ids": [ids[i][shared:] for i in batch]}, return_tensors="pt")
+        enc = enc.to(self.model.device)
         if prefix is None:
             return dict(enc)
         rows, device = len(batch), self.model.device

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from tasks import tasktypes  # noqa: E402
 from tasks.backends import models  # noqa: E402
 from tasks.backends.data import load_split, normalize, write_jsonl  # noqa: E402
-from tasks.backends.training import lora_config, sft_config  # noqa: E402
+from tasks.backends.training import labelled_positions_only, lora_config, sft_config  # noqa: E402
 from tasks.schema.sources import DataRef, ModelRef  # noqa: E402
 from tasks.schema.training import Training
 
@@ -84,6 +84,7 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
     from trl import SFTTrainer
 
     bf16 = models.use_bf16(preset.bf16)
+    labelled_positions_only()  # as train_adapter does
     rows = sst2(f"train[:{steps * preset.batch_size}]")
     model, tok = models.load_for_training(model_dir, False, False)
     records = tasktypes.get("classification").pairs(rows, CONTEXT, tok, preset.max_length)
@@ -248,6 +249,8 @@ def report_training_and_scoring(model_dir, preset: Training, args, tmp: Path) ->
     t = bench_training(model_dir, preset, args.steps, tmp)
     say(f"training ({args.steps} steps, {t['tokens']} tokens):  workbench {t['workbench_tok_s']:.1f} tok/s   "
           f"bare peft loop {t['bare_tok_s']:.1f} tok/s   workbench tok/s / bare tok/s = {t['ratio']:.2f}")
+    if "score" not in args.parts.split(","):
+        return
     s = bench_scoring(model_dir, t["adapter"], preset, args.examples, args.points, args.rounds, args.threads, tmp)
     say(f"scoring ({s['n']} SST-2 validation rows, same adapter, {s['points']} points per process x {s['rounds']} "
           f"rounds):  before ({BEFORE}) {s['per_point']['before']:.1f} s/point   now {s['per_point']['now']:.1f} s/point"
