@@ -98,7 +98,8 @@ def test_a_candidate_that_copies_d0_is_reported(tmp_path, tiny_model):
 
 # ---- crashes that became clear errors -------------------------------------------------------------------------
 def test_a_binary_d0_file_is_named(tmp_path, tiny_model):
-    (tmp_path / "d0.jsonl").write_bytes(os.urandom(4000).replace(b"\n", b"\xff") + b"\n")
+    # random bytes, but never starting with '[' (a 1-in-256 draw read as a JSON array, and failed this test once)
+    (tmp_path / "d0.jsonl").write_bytes(b"\xff" + os.urandom(4000).replace(b"\n", b"\xff") + b"\n")
     base = {"source": str(tmp_path / "d0.jsonl"), "columns": {"text": "sentence"}}
     assert f"{tmp_path / 'd0.jsonl'}:1: not UTF-8 text" in _problems(tmp_path, tiny_model, base=base)
 
