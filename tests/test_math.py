@@ -224,3 +224,14 @@ def test_generation_reusing_the_shared_prefix_cache_writes_what_full_prompts_wri
     torch.manual_seed(0)
     sampled = whole(2, 0.8)
     assert scorer.samples(prompts, n=2, temperature=0.8, seed=0) == sampled
+
+
+def test_a_scorer_asked_about_no_rows_answers_with_no_rows(tiny_model):
+    """No prompts: no prefix to encode, nothing to score or generate (not an IndexError)."""
+    from tasks.backends.evaluation import load_adapted
+    from tasks.backends.scorer import Scorer
+    from tasks.schema.training import Training
+
+    model, tokenizer = load_adapted(str(tiny_model), None)
+    scorer = Scorer(model, tokenizer, Training(max_new_tokens=4), bf16=False)
+    assert scorer.logprobs([], []) == [] and scorer.generate([]) == []

@@ -1,9 +1,8 @@
 """What a task type's `predict` asks of a model, answered fast: log-likelihoods of given continuations (rows batched
 by length, as lm-evaluation-harness does; the prompt prefix all rows share runs once and its KV cache is reused;
 label log-likelihoods copy the prompt's KV cache per option), greedy or sampled generations (the shared prefix's
-KV cache reused the same way), and — for task types
-that run code — the sandbox. Also the one loader of a causal LM and its tokenizer, for the evaluated model and the
-judge alike."""
+KV cache reused the same way), and — for task types that run code — the sandbox. Also the one loader of a causal
+LM and its tokenizer, for the evaluated model and the judge alike."""
 
 import copy
 from contextlib import nullcontext
@@ -50,13 +49,15 @@ class Scorer:
     @torch.no_grad()
     def logprobs(self, prompts: list[str], options: list[list[str]]) -> list[list[tuple[float, int]]]:
         """For each prompt, (sum log p, n tokens) of each of its continuations followed by EOS."""
+        if not prompts:
+            return []
         ids = self._ids(prompts)
         shared = _common_prefix(ids)
         with self.autocast:
             prefix = self._prefix(ids[0][:shared])
             out: list = [None] * len(ids)
             # by prompt + longest continuation: a long gold solution (math, code) pads its batch's continuation pass
-            longest = [max(map(len, self._ids(opts))) for opts in options]
+            longest = [max(map(len, self._ids(opts)), default=0) for opts in options]
             for batch in self._by_length([len(p) + c for p, c in zip(ids, longest)]):
                 scored = continuation_logprobs(self.model, self.tokenizer, [ids[i][shared:] for i in batch],
                                                [options[i] for i in batch], prefix, shared)
@@ -90,6 +91,8 @@ class Scorer:
         matched on tokens; they stay in the text), or once its decoded text holds one of the `until` strings."""
         if n > 1 and not temperature:
             raise ValueError("n > 1 samples need a temperature > 0 (greedy decoding gives one answer)")
+        if not prompts:
+            return []
         ids = self._ids(prompts)
         shared = _common_prefix(ids)
         out: list = [None] * len(ids)
