@@ -6,9 +6,10 @@
    batched by length, shared prompt prefix cached) vs the code of commit c1ecefb (the scorer before issue 9), on the
    same adapter and benchmark rows, each in fresh worker-like processes scoring several points in a row, rounds
    alternating -> seconds per point, the speed-up, and whether the predictions are equal.
-3. Generation: the evaluation of the math and code demos (deployments/studies/gsm8k-demo.yaml, code-demo.yaml: their
-   validated benchmarks, few-shot exemplars and settings; the base model's weights) by this code vs the code of
-   commit d7b7149 (before issue 28) -> seconds per point, the speed-up, and how many generations are identical.
+3. Generation (bench_generation.py): the evaluation of the math and code demos (deployments/studies/gsm8k-demo.yaml,
+   code-demo.yaml: their validated benchmarks, few-shot exemplars and settings; one adapter trained on D0 rows,
+   merged as every point's is) by this code vs the code of commit d7b7149 (before issue 28) -> seconds of generation
+   and of the whole evaluation per point, the speed-ups, and how many generations are identical.
 4. Worker busy share: `curate run --smoke` of the demo study (in a temporary folder) -> the share of the workers'
    time the points kept busy (the study logs it as worker_busy_share).
 
@@ -18,7 +19,6 @@
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,40 +35,12 @@ from tasks.backends import models  # noqa: E402
 from tasks.backends.data import load_split, normalize, write_jsonl  # noqa: E402
 from tasks.backends.training import labelled_positions_only, lora_config, sft_config  # noqa: E402
 from tasks.schema.sources import DataRef, ModelRef  # noqa: E402
-from tasks.schema.training import Training
+from tasks.schema.training import Training  # noqa: E402
+from bench_common import LINES, ROOT, STUDIES, checkout, say, score  # noqa: E402
+from bench_generation import report_generation  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 BEFORE = "c1ecefb"  # the last commit before the evaluation rewrite
-BEFORE_GEN = "d7b7149"  # the last commit before issue 28 (generation without stop strings or a prefix cache)
-STUDIES = ROOT / "deployments" / "studies"
 CONTEXT = {"labels": ["negative", "positive"]}
-
-# Runs in a child process with PYTHONPATH set to one code version: scores the same adapter `points` times in a row,
-# as an arm's worker scores its points, and prints the seconds of each and where the predictions went.
-CHILD = r"""
-import json, sys, time, torch
-args = json.loads(sys.argv[1])
-torch.set_num_threads(args["threads"])
-import tasks
-try:
-    from tasks.backends.evaluation import score_adapter
-    from tasks.schema.training import Training
-    context = args.get("context") or {"labels": args["labels"]}
-except ImportError:  # the code before the layout split
-    from tasks.evaluation import score_adapter
-    from tasks.study import Training
-    context = args["labels"]
-import transformers; transformers.logging.set_verbosity_error()
-preset = Training(**{k: v for k, v in args["preset"].items() if k in Training.model_fields})  # fields of that code
-times = []
-for k in range(args["points"]):
-    start = time.perf_counter()
-    out = score_adapter(args["model"], args["adapter"], args["bench"], args.get("task", "classification"), context,
-                        preset, args["out"] + f"/p{k}")
-    times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "predictions": out["predictions"], "accuracy": out["metrics"].get("accuracy"),
-                  "code": tasks.__file__}))
-"""
 
 
 def sst2(split: str) -> list[dict]:
@@ -118,30 +90,17 @@ def bench_training(model_dir, preset: Training, steps: int, tmp: Path) -> dict:
             "ratio": (tokens / t_workbench) / (tokens / t_bare), "adapter": str(tmp / "adapter")}
 
 
-def _score(code: Path, args: dict) -> dict:
-    from tasks.ops.workers import MALLOC
-
-    env = {**os.environ, **MALLOC, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}  # as in a worker
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, cwd=code, capture_output=True,
-                          text=True)  # cwd first on sys.path: the code under test, not the installed one
-    if done.returncode:
-        raise SystemExit(f"scoring with {code} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["code"].startswith(str(code)), f"imported {result['code']}, expected code under {code}"
-    return result
-
-
 def bench_scoring(model_dir, adapter: str, preset: Training, n: int, points: int, rounds: int, threads: int,
                   tmp: Path) -> dict:
     """The same adapter and rows scored by the code before issue 9 and by this code, alternating, in fresh processes."""
-    old = _checkout(BEFORE, tmp / "before")
+    old = checkout(BEFORE, tmp / "before")
     write_jsonl(sst2(f"validation[:{n}]"), tmp / "bench.jsonl")
     args = {"model": str(model_dir), "adapter": adapter, "bench": str(tmp / "bench.jsonl"), "labels": CONTEXT["labels"],
             "preset": preset.model_dump(mode="json"), "points": points, "threads": threads}
     runs: dict[str, list[dict]] = {"before": [], "now": []}
     for r in range(rounds):
         for name, code in (("before", old), ("now", ROOT)) if r % 2 == 0 else (("now", ROOT), ("before", old)):
-            runs[name].append(_score(code, {**args, "out": str(tmp / f"{name}-{r}")}))
+            runs[name].append(score(code, {**args, "out": str(tmp / f"{name}-{r}")}))
     per_point = {k: statistics.median(t for run in v for t in run["times"]) for k, v in runs.items()}
     steady = {k: statistics.median(t for run in v for t in run["times"][1:]) for k, v in runs.items()}
     a = [json.loads(x) for x in open(runs["before"][0]["predictions"])]
@@ -151,47 +110,6 @@ def bench_scoring(model_dir, adapter: str, preset: Training, n: int, points: int
             "same_predictions": sum(x["prediction"] == y["prediction"] for x, y in zip(a, b)),
             "max_logprob_diff": max(abs(x["gold_logprob"] - y["gold_logprob"]) for x, y in zip(a, b)),
             "accuracy": (runs["before"][0]["accuracy"], runs["now"][0]["accuracy"])}
-
-
-LINES: list[str] = []
-
-
-def say(line: str) -> None:
-    """Print a result line and keep it for --save."""
-    print(line, flush=True)
-    LINES.append(line)
-
-
-def _checkout(commit: str, folder: Path) -> Path:
-    """The tasks package of an older commit, for the 'before' side of a comparison."""
-    if not folder.exists():
-        folder.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "tasks"], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
-
-
-def demo_inputs(name: str, tmp: Path, overrides: dict) -> tuple[dict, str, dict]:
-    """A shipped demo's validated benchmark file, context and training preset (written under tmp)."""
-    from tasks.ops.validate import check_study
-    from tasks.schema.study import load_study
-
-    study = load_study(STUDIES / f"{name}.yaml", {"output_dir": (str(tmp / name), "--out"), **overrides})
-    inputs = check_study(study)
-    return study.training.model_dump(mode="json"), inputs.benchmark, inputs.context
-
-
-def bench_generation(model_dir, name: str, task: str, tmp: Path, points: int, overrides: dict) -> dict:
-    """One demo's evaluation (generation included) before issue 28 and now, on the base model's weights."""
-    preset, bench, context = demo_inputs(name, tmp, overrides)
-    old = _checkout(BEFORE_GEN, tmp / "before-gen")
-    args = {"model": str(model_dir), "adapter": None, "bench": bench, "task": task, "context": context,
-            "preset": preset, "points": points, "threads": 1}
-    runs = {n: _score(code, {**args, "out": str(tmp / f"{name}-{n}")}) for n, code in (("before", old), ("now", ROOT))}
-    per_point = {k: statistics.median(v["times"]) for k, v in runs.items()}
-    a, b = ([json.loads(x) for x in open(runs[k]["predictions"])] for k in ("before", "now"))
-    return {"n": len(a), "per_point": per_point, "speedup": per_point["before"] / per_point["now"],
-            "same": sum(x["generation"] == y["generation"] for x, y in zip(a, b))}
 
 
 def bench_busy(tmp: Path) -> str:
@@ -221,6 +139,9 @@ def main() -> None:
                         "(tests/test_bench.py); its numbers mean nothing; no busy-share study")
     parser.add_argument("--save", type=Path, help="also write the result lines to this file (docs/results/bench.txt)")
     parser.add_argument("--parts", default="train,score,generate,busy", help="which parts to run (comma-separated)")
+    parser.add_argument("--demos", default="gsm8k-demo,code-demo", help="the generation part's demos")
+    parser.add_argument("--fp32", action="store_true", help="the generation part without bf16 autocast (where 'auto' "
+                        "would use it): identical outputs are checked in full precision")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.examples, args.points, args.rounds = 2, 8, 2, 1
@@ -259,29 +180,6 @@ def report_training_and_scoring(model_dir, preset: Training, args, tmp: Path) ->
     say(f"  equal predictions: {s['same_predictions']}/{s['n']}, largest gold log-prob difference "
           f"{s['max_logprob_diff']:.2e}, accuracy before {s['accuracy'][0]:.3f} now {s['accuracy'][1]:.3f}")
 
-
-def report_generation(model_dir, args, tmp: Path) -> None:
-    """The math and code demos' evaluation, before issue 28 and now ('--quick': 4 benchmark rows each)."""
-    quick = {"benchmark.sample": (4, "--quick")} if args.quick else {}
-    demos = [("gsm8k-demo", "math", quick)]
-    if args.quick:  # the same code path as the math demo's; converting and validating MBPP takes a minute more
-        say("generation (code demo): skipped with --quick")
-    elif shutil.which("bwrap"):  # the code demo runs generated code in bubblewrap
-        sources = ROOT / "runs" / "code-demo-sources"  # where `make demo-code` converts them, as the study says
-        for name, repo, split in (("mbpp-train", "google-research-datasets/mbpp", "train"),
-                                  ("mbpp-test", "google-research-datasets/mbpp", "test"),
-                                  ("humaneval", "openai/openai_humaneval", "test")):
-            if not (sources / f"{name}.jsonl").exists():
-                subprocess.run([str(Path(sys.executable).parent / "curate"), "convert", name.split("-")[0], repo,
-                                str(sources / f"{name}.jsonl"), "--split", split], check=True, capture_output=True)
-        demos.append(("code-demo", "code", quick))
-    else:
-        say("generation (code demo): skipped, bubblewrap (bwrap) is not installed")
-    for name, task, overrides in demos:
-        g = bench_generation(model_dir, name, task, tmp, 1, overrides)
-        say(f"generation ({name}: {g['n']} benchmark rows, the base model's weights):  before ({BEFORE_GEN}) "
-              f"{g['per_point']['before']:.1f} s/point   now {g['per_point']['now']:.1f} s/point   speed-up "
-              f"{g['speedup']:.2f}x   identical generations: {g['same']}/{g['n']}")
 
 if __name__ == "__main__":
     main()
