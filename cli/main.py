@@ -133,7 +133,13 @@ def _start_prefect() -> threading.Thread | None:
     db = settings.home / "prefect.db"
     if not db.exists():
         console.print(f"first run on this machine: Prefect creates its database in {db} (about 30 s)")
-    starting = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server", daemon=True)
+    def start():
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the flow starts it again and reports what fails, as before
+            logging.getLogger("curate").exception("the temporary Prefect server did not start in the background")
+
+    starting = threading.Thread(target=start, name="prefect-server", daemon=True)
     starting.start()
     return starting
 

@@ -164,3 +164,26 @@ def test_the_makefile_uses_the_mirror_only_when_it_exists(tmp_path):
     assert exported().stdout.strip() == "|"  # no ../shared/datasets beside: the Hub (or $HF_ENDPOINT), online
     wrong = exported(f"MIRROR={tmp_path / 'absent'}")  # asked for by name: an error naming it
     assert wrong.returncode != 0 and f"MIRROR={tmp_path / 'absent'}: no such folder" in wrong.stderr
+
+
+def test_the_temporary_prefect_server_starts_in_the_background_and_leaves_nothing_behind(tmp_path):
+    """`curate run` starts the temporary Prefect server (and on a first run its database) while the plan is
+    computed. After the background start the server answers, the flow's client finds the same one, and when the
+    command exits no server process is left."""
+    code = ("from cli.main import _start_prefect\n"
+            "import httpx, os\n"
+            "from prefect.server.api.server import SubprocessASGIServer\n"
+            "_start_prefect().join()\n"
+            "server = SubprocessASGIServer()\n"
+            "print('server', server.server_process.pid, httpx.get(server.api_url + '/health').status_code)\n"
+            "from prefect.client.orchestration import get_client\n"
+            "print('client', str(get_client(sync_client=True).api_url).rstrip('/') == server.api_url.rstrip('/'))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("server ", "client ")))
+    pid, status = lines["server"].split()
+    assert "first run on this machine" in done.stdout and status == "200" and lines["client"] == "True"
+    assert (tmp_path / "prefect" / "prefect.db").exists()
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
