@@ -65,21 +65,8 @@ def report_generation(model_dir, args, tmp: Path) -> None:
     """The math and code demos' evaluation, before issue 28 and now ('--quick': 4 benchmark rows each)."""
     quick = {"benchmark.sample": (4, "--quick")} if args.quick else {}
     demos = [("gsm8k-demo", "math", quick)] if "gsm8k-demo" in args.demos else []
-    if "code-demo" not in args.demos:
-        pass
-    elif args.quick:  # the same code path as the math demo's; converting and validating MBPP takes a minute more
-        say("generation (code demo): skipped with --quick")
-    elif shutil.which("bwrap"):  # the code demo runs generated code in bubblewrap
-        sources = ROOT / "runs" / "code-demo-sources"  # where `make demo-code` converts them, as the study says
-        for name, repo, split in (("mbpp-train", "google-research-datasets/mbpp", "train"),
-                                  ("mbpp-test", "google-research-datasets/mbpp", "test"),
-                                  ("humaneval", "openai/openai_humaneval", "test")):
-            if not (sources / f"{name}.jsonl").exists():
-                subprocess.run([str(Path(sys.executable).parent / "curate"), "convert", name.split("-")[0], repo,
-                                str(sources / f"{name}.jsonl"), "--split", split], check=True, capture_output=True)
-        demos.append(("code-demo", "code", quick))
-    else:
-        say("generation (code demo): skipped, bubblewrap (bwrap) is not installed")
+    if "code-demo" in args.demos:
+        demos += code_demo(args.quick, quick)
     for name, task, overrides in demos:
         if args.fp32:
             overrides = {**overrides, "training.bf16": ("false", "--fp32")}
@@ -94,3 +81,22 @@ def report_generation(model_dir, args, tmp: Path) -> None:
             if g["bf16"] else ""))
         say(f"  the whole evaluation (scoring + generation):  before {g['per_point']['before']:.1f} s/point   now "
             f"{g['per_point']['now']:.1f} s/point   speed-up {g['speedup']:.2f}x")
+
+
+def code_demo(quick_mode: bool, overrides: dict) -> list:
+    """The code demo, its MBPP and HumanEval sources converted where `make demo-code` puts them; skipped (said so)
+    with --quick or without bubblewrap, which runs the generated code."""
+    if quick_mode:  # the same code path as the math demo's; converting and validating MBPP takes a minute more
+        say("generation (code demo): skipped with --quick")
+        return []
+    if not shutil.which("bwrap"):
+        say("generation (code demo): skipped, bubblewrap (bwrap) is not installed")
+        return []
+    sources = ROOT / "runs" / "code-demo-sources"
+    for name, repo, split in (("mbpp-train", "google-research-datasets/mbpp", "train"),
+                              ("mbpp-test", "google-research-datasets/mbpp", "test"),
+                              ("humaneval", "openai/openai_humaneval", "test")):
+        if not (sources / f"{name}.jsonl").exists():
+            subprocess.run([str(Path(sys.executable).parent / "curate"), "convert", name.split("-")[0], repo,
+                            str(sources / f"{name}.jsonl"), "--split", split], check=True, capture_output=True)
+    return [("code-demo", "code", overrides)]
