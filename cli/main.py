@@ -26,6 +26,7 @@ from cli.review import failures, review_app  # noqa: E402
 from cli.output import console, fail  # noqa: E402
 from cli.hub import push, push_data  # noqa: E402
 from cli.plan import confirm, plan  # noqa: E402
+from cli.screen import screen  # noqa: E402
 from cli.results import backtest, rank, status  # noqa: E402
 from cli.team import deploy, pools_app, require_server, stack_app  # noqa: E402
 from tasks.errors import WorkbenchError  # noqa: E402
@@ -36,7 +37,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(stack_app, name="stack")
 app.add_typer(pools_app, name="pools")
 app.add_typer(review_app, name="review")
-for _command in (deploy, rank, backtest, status, convert, failures, plan, push):
+for _command in (deploy, rank, backtest, status, convert, failures, plan, push, screen):
     app.command()(_command)
 app.command("push-data")(push_data)
 VERBOSE = {"on": False}

@@ -86,7 +86,7 @@ def test_the_growing_kv_cache_decodes_what_transformers_cache_decodes_under_bf16
         for layer in (DynamicLayer, GrowingLayer):
             cache = DynamicCache(config=model.config)
             cache.layers = [layer() for _ in cache.layers]
-            gen = model.generate(**enc, past_key_values=cache, max_new_tokens=96, min_new_tokens=96, do_sample=False,
+            gen = model.generate(**enc, cache=cache, max_new_tokens=96, min_new_tokens=96, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
             texts.append(gen.tolist())
         assert cache.layers[0].keys.dtype == torch.bfloat16 and cache.layers[0].keys.shape[-2] > 96 + 8

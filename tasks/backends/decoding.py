@@ -62,7 +62,7 @@ def greedy(model, tokenizer, enc: dict, max_new_tokens: int, criteria: list) -> 
     optionally a cache already holding the first tokens). A row ends at EOS, when one of generate()'s stopping
     `criteria` (called on the rows' whole sequences, prompt included) says so, or after max_new_tokens; an ended row
     leaves the batch."""
-    seqs, mask, cache = enc["input_ids"], enc.get("attention_mask"), enc.get("past_key_values") or new_cache(model)
+    seqs, mask, cache = enc["input_ids"], enc.get("attention_mask"), enc.get("cache") or new_cache(model)
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0) if mask is not None else torch.arange(seqs.shape[1])[None]
     if mask is not None and bool((mask == 1).all()):
         mask = None  # as generate(): no padding, no mask

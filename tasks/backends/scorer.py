@@ -88,7 +88,7 @@ class Scorer:
         per benchmark; None when the prompts share nothing."""
         if not ids:
             return None
-        return self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True).past_key_values
+        return self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True).cache
 
     @staticmethod
     def execute(programs: list[dict], execution: dict) -> list:
@@ -146,12 +146,12 @@ class Scorer:
         enc = enc.to(self.model.device)
         cache = new_cache(self.model)
         if prefix is None:
-            return {**enc, "past_key_values": cache}
+            return {**enc, "cache": cache}
         rows, device = len(batch), self.model.device
         head = torch.tensor([ids[batch[0]][:shared]], device=device).expand(rows, -1)
         for layer, done in zip(cache.layers, prefix.layers):
             layer.update(done.keys.expand(rows * n, -1, -1, -1), done.values.expand(rows * n, -1, -1, -1))
-        return {"input_ids": torch.cat([head, enc.input_ids], 1), "past_key_values": cache,
+        return {"input_ids": torch.cat([head, enc.input_ids], 1), "cache": cache,
                 "attention_mask": torch.cat([torch.ones_like(head), enc.attention_mask], 1)}
 
 
@@ -184,7 +184,7 @@ def continuation_logprobs(model, tokenizer, prompts: list[list[int]], options: l
         mask = torch.cat([torch.ones((n, prefix_len), dtype=torch.long, device=device), mask], 1)
     # the last position's logits only; as an index tensor the slice is a contiguous copy, so the LM head is one matrix
     # product (an int slice made it a batched product over a copy of the head per row: 7 % of all scoring time)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                 logits_to_keep=torch.tensor([width - 1], device=device))
     first = torch.log_softmax(out.logits[:, -1].float(), -1)
     owner = [b for b, opts in enumerate(options) for _ in opts]
@@ -198,11 +198,11 @@ def continuation_logprobs(model, tokenizer, prompts: list[list[int]], options: l
     logp = torch.zeros((len(seqs), cwidth), device=device)
     logp[:, 0] = first[idx, cont[:, 0]]
     if cwidth > 1:
-        cache = out.past_key_values
+        cache = out.cache
         cache.reorder_cache(idx)
         full_mask = torch.cat([mask[idx], valid[:, :-1].long()], dim=1)
         cpos = pos[idx, -1:] + 1 + torch.arange(cwidth - 1, device=device)
-        rest = model(input_ids=cont[:, :-1], attention_mask=full_mask, position_ids=cpos, past_key_values=cache).logits
+        rest = model(input_ids=cont[:, :-1], attention_mask=full_mask, position_ids=cpos, cache=cache).logits
         logp[:, 1:] = torch.log_softmax(rest.float(), -1).gather(-1, cont[:, 1:, None])[..., 0]
     sums, counts = (logp * valid).sum(1).tolist(), valid.sum(1).tolist()
     result, k = [], 0

@@ -148,6 +148,18 @@ class TaskType:
         texts = self.prompts(rows, context, tokenizer, max_length)
         return [{"prompt": p, "completion": self.completion(self.answer(r))} for p, r in zip(texts, rows)]
 
+    def gold_answers(self, rows: list[dict], context: dict, tokenizer, max_length: int):
+        """What the screen's label agreement scores under the base model: (prompts, each row's continuations, the
+        index of the gold one). One continuation: its log-probability per token; several (a label set): the gold
+        one's share of their probability. None when rows have no single gold answer (preference pairs, rows
+        trained as whole conversations)."""
+        if self.method != "sft":
+            return None
+        pairs = self.pairs(rows, context, tokenizer, max_length)
+        if not pairs or "completion" not in pairs[0]:
+            return None
+        return [p["prompt"] for p in pairs], [[p["completion"]] for p in pairs], [0] * len(pairs)
+
     # ---- scoring ----------------------------------------------------------------------------------------------
     def predict(self, rows: list[dict], context: dict, scorer) -> list[dict]:
         """Per-example records, each with gold_logprob and gold_tokens (tasks.backends.evaluation.Scorer)."""

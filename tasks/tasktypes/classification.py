@@ -110,6 +110,13 @@ class Classification(TaskType):
         return {"prompt_messages": [{"role": "user", "content": prompt}], "model_response": pred,
                 "quality_score": float(p[gold]), "failure_reason": why}
 
+    def gold_answers(self, rows, context, tokenizer, max_length):
+        """Every label as a continuation: agreement is the gold label's share of the label set's probability."""
+        labels = context["labels"]
+        options = [self.completion(lab) for lab in labels]
+        return self.prompts(rows, context, tokenizer, max_length), [options] * len(rows), [labels.index(r["label"])
+                                                                                         for r in rows]
+
     def predict(self, rows, context, scorer):
         labels = context["labels"]
         texts = self.prompts(rows, context, scorer.tokenizer, scorer.max_length)

@@ -1,0 +1,164 @@
+"""`curate screen`: cheap signals for every catalog entry a study could use, before any fine-tune.
+
+Each entry of the study's catalog with the study's task is checked as a candidate would be (label space, format,
+sizes, contamination); one that fails is excluded with the reason and never scored. The others get, from the base
+model alone (no training):
+- closeness: mean-pooled last hidden states of a seeded sample of the entry's rows and of the benchmark items; the
+  mean over benchmark items of the mean cosine similarity to their k nearest rows (D0's own score is the reference);
+- label agreement: the base model's mean log-probability per token of the rows' gold answers (what the task type
+  calls its gold answer), against D0's: flipped or noisy labels score lower;
+- quality flags from validation: duplicate share, copies of D0 rows, rows matching the benchmark.
+Entries are ranked by label agreement (the signal that catches bad labels, the worst thing a candidate can bring),
+then by closeness; a task type without gold answers ranks by closeness alone.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from tasks import tasktypes
+from tasks.backends import models
+from tasks.backends.data import read_jsonl
+from tasks.backends.scorer import Scorer, load_model
+from tasks.common import CONTROL
+from tasks.errors import StudyInvalid
+from tasks.ops.validate import check_study
+from tasks.schema.catalog import load_catalog
+from tasks.schema.study import Study
+
+SAMPLE = 200  # rows of each entry (and of D0) the signals read
+NEAREST = 5  # k of the closeness score
+
+
+class Screened(BaseModel):
+    """One catalog entry's screen: its signals, or why it was excluded."""
+    name: str
+    excluded: str | None = None  # the reason; None when scored
+    rows: int = 0
+    closeness: float | None = None
+    label_agreement: float | None = None  # None: the task type has no gold answers to score
+    duplicates: float = 0.0  # share of rows whose text repeats an earlier row
+    d0_copies: int = 0
+    contaminated: int = 0
+    score: float | None = None  # label agreement (else closeness): what the rank sorts on
+    rank: int | None = None
+
+
+def entries_to_screen(study: Study) -> tuple[list[str], list[Screened]]:
+    """(names of the catalog entries with the study's task, the other entries excluded with the reason)."""
+    same, other = [], []
+    for name, entry in sorted(load_catalog(study.catalog_dir).items()):
+        if entry.task == study.task:
+            same.append(name)
+        else:
+            other.append(Screened(name=name, excluded=f"a {entry.task} dataset; the study's task is {study.task}"))
+    return same, other
+
+
+def validated(study: Study, name: str):
+    """The study's validated inputs with `name` as its only candidate (written under output_dir/screen/<name>), or
+    the problems that exclude it."""
+    probe = study.model_copy(update={"candidates": [name], "output_dir": str(study.output_path / "screen" / name),
+                                     "noise": study.noise.model_copy(update={"placebos": 0})})
+    try:
+        return check_study(probe, write=True), None
+    except StudyInvalid as err:
+        mine = [p for p in err.problems if f"'{name}'" in p] or err.problems
+        return None, "; ".join(mine[:2]) + (f" (+{len(mine) - 2} more)" if len(mine) > 2 else "")
+
+
+def sample(rows: list[dict], n: int, seed: int) -> list[dict]:
+    """A seeded sample of n rows (all of them when fewer), in their order."""
+    if len(rows) <= n:
+        return rows
+    keep = np.random.default_rng([seed, 61]).choice(len(rows), n, replace=False)
+    return [rows[i] for i in sorted(keep)]
+
+
+@torch.no_grad()
+def embed(scorer: Scorer, texts: list[str]) -> np.ndarray:
+    """Mean-pooled last hidden states of the texts (each cut to the study's max_length tokens), unit length."""
+    out = []
+    tok = scorer.tokenizer
+    for i in range(0, len(texts), scorer.batch_size):
+        enc = tok(texts[i:i + scorer.batch_size], return_tensors="pt", padding=True, truncation=True,
+                  max_length=scorer.max_length, add_special_tokens=False).to(scorer.model.device)
+        with scorer.autocast():
+            hidden = scorer.model(**enc, output_hidden_states=True).hidden_states[-1].float()
+        mask = enc.attention_mask[..., None].float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+def closeness(rows: np.ndarray, bench: np.ndarray, k: int = NEAREST) -> float:
+    """Mean over benchmark items of the mean cosine similarity to their k most similar rows (unit vectors)."""
+    sims = bench @ rows.T
+    k = min(k, sims.shape[1])
+    return float(np.sort(sims, axis=1)[:, -k:].mean())
+
+
+def label_agreement(scorer: Scorer, kind, rows: list[dict], context: dict) -> float | None:
+    """The base model's agreement with the rows' gold answers (TaskType.gold_answers): the mean log-probability per
+    token of a single gold continuation, or the mean log of the gold option's share of a label set's probability.
+    None when the task type has no gold answers."""
+    gold = kind.gold_answers(rows, context, scorer.tokenizer, scorer.max_length)
+    if gold is None:
+        return None
+    prompts, options, index = gold
+    values = [agreement(s, i) for s, i in zip(scorer.logprobs(prompts, options), index)]
+    if max(map(len, options), default=1) == 1:
+        return float(np.mean(values))
+    # a label set: the mean over gold labels of their rows' mean, so a sample's label mix does not weigh the base
+    # model's preference for one label
+    by_label = {g: [v for v, i in zip(values, index) if i == g] for g in set(index)}
+    return float(np.mean([np.mean(v) for v in by_label.values()]))
+
+
+def agreement(scored: list[tuple[float, int]], gold: int) -> float:
+    """One row: log p per token of its only continuation, or log of the gold option's share of the options'."""
+    if len(scored) == 1:
+        return scored[0][0] / max(scored[0][1], 1)
+    logps = np.array([s for s, _ in scored])
+    return float(logps[gold] - np.logaddexp.reduce(logps))
+
+
+def screen(study: Study, progress=lambda line: None) -> tuple[Screened, list[Screened]]:
+    """(D0's own signals as the reference, every catalog entry screened: ranked ones first, then the excluded)."""
+    names, excluded = entries_to_screen(study)
+    kind = tasktypes.get(study.task)
+    scorer = Scorer(*load_model(str(models.resolve_model(study.model)), study.model.trust_remote_code),
+                    study.training, models.use_bf16(study.training.bf16))
+    scored, bench_vectors, reference = [], None, None
+    for name in names:
+        inputs, reason = validated(study, name)
+        if inputs is None:
+            excluded.append(Screened(name=name, excluded=reason))
+            progress(f"{name}: excluded ({reason})")
+            continue
+        if bench_vectors is None:
+            bench_vectors = embed(scorer, [kind.text(r) for r in read_jsonl(Path(inputs.benchmark))])
+            reference = signals(scorer, kind, inputs, CONTROL, bench_vectors, study.seed)
+        scored.append(signals(scorer, kind, inputs, name, bench_vectors, study.seed))
+        progress(f"{name}: closeness {scored[-1].closeness:.3f}")
+    for s in scored:
+        s.score = s.label_agreement if s.label_agreement is not None else s.closeness
+    scored.sort(key=lambda s: (-s.score, -s.closeness, s.name))
+    for i, s in enumerate(scored, start=1):
+        s.rank = i
+    return reference or Screened(name=CONTROL), scored + excluded
+
+
+def signals(scorer: Scorer, kind, inputs, name: str, bench_vectors: np.ndarray, seed: int) -> Screened:
+    """One arm's signals on a seeded sample of its rows (the control arm's: D0's)."""
+    arm = inputs.arm(name)
+    rows = read_jsonl(Path(arm.data or inputs.d0))
+    picked = sample(rows, SAMPLE, seed)
+    profile = arm.profile
+    return Screened(name=name, rows=len(rows),
+                    closeness=closeness(embed(scorer, [kind.text(r) for r in picked]), bench_vectors),
+                    label_agreement=label_agreement(scorer, kind, picked, inputs.context),
+                    duplicates=round(profile.get("duplicates", 0) / max(len(rows), 1), 4),
+                    d0_copies=profile.get("d0_copies", 0), contaminated=profile.get("contaminated", 0))
