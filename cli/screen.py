@@ -1,6 +1,7 @@
 """`curate screen STUDY`: every catalog entry the study could use, ranked by cheap signals from the base model
 before any fine-tune (tasks.ops.screen); the entries it cannot use, with the reason."""
 
+import logging
 from pathlib import Path
 
 import typer
@@ -11,26 +12,50 @@ from tasks.errors import WorkbenchError
 
 
 def screen(study_path: Path = typer.Argument(..., help="Study YAML file."),
+           calibration: bool = typer.Option(False, "--calibration", help="Print how the screens in the study's "
+                                            "tracking store agreed with the trained rankings, instead of screening."),
            as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text.")):
     """Screen the whole catalog before training: closeness to the benchmark and label agreement under the base
-    model (D0's own values as the reference), duplicates, copies of D0 and contamination; no fine-tune."""
+    model (D0's own values as the reference), duplicates, copies of D0 and contamination; no fine-tune. Logged as a
+    `screen` run in the study's MLflow store, with its agreement with the study's trained ranking when there is one."""
     from tasks.ops import screen as ops
     from tasks.ops.workers import quiet_libraries
     from tasks.schema.study import load_study
 
     output.JSON["on"] = as_json
     quiet_libraries()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating initial MLflow database tables" is not news
     try:
         study = load_study(study_path)
+        if calibration:
+            return show_calibration(ops.calibration(study), as_json)
         reference, rows = ops.screen(study, progress=lambda line: None if as_json else console.print(
             f"  {line}", highlight=False, markup=False))
+        checked = ops.log_screen(study, reference, rows)
     except WorkbenchError as err:
         fail(err)
     if as_json:
         output.emit({"ok": True, "study": study.name, "reference": reference.model_dump(),
-                     "entries": [r.model_dump() for r in rows]})
+                     "entries": [r.model_dump() for r in rows], "agreement_with_trained_ranking": checked})
         return
     show(reference, rows)
+    if checked:
+        console.print(f"against the trained ranking in the store: Spearman {checked['spearman']:+.2f}, pairwise "
+                      f"decisions {checked['pairwise']:.0%} of {checked['pairs']}, trained winner in the screen's top "
+                      f"{checked['k']}: {'yes' if checked['winner_in_top_k'] else 'no'}", highlight=False)
+
+
+def show_calibration(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        output.emit({"ok": True, "screens": rows})
+    elif not rows:
+        console.print("no screen in this store was checked against a trained ranking yet (run `curate screen` after "
+                      "`curate run`)")
+    else:
+        console.print(table([{"study": r["study"], "screen run": r["run"][:8], "Spearman": f"{r['spearman']:+.2f}",
+                              "pairwise": f"{r['pairwise']:.0%} of {r['pairs']:.0f}",
+                              f"winner in top {r['k']:.0f}": "yes" if r["winner_in_top_k"] else "no"} for r in rows],
+                            "the screen against trained rankings"))
 
 
 def _fmt(value, spec: str, reference=None) -> str:

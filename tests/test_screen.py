@@ -62,7 +62,7 @@ def test_curate_screen_scores_every_compatible_entry_and_excludes_the_rest_with_
     doc = json.loads(result.output)
     entries = {e["name"]: e for e in doc["entries"]}
     assert set(entries) == {"clean", "flipped", "topics", "problems"}
-    assert "a math dataset; the study's task is classification" in entries["problems"]["excluded"]
+    assert "its task is math; the study's task is classification" in entries["problems"]["excluded"]
     assert "labels outside D0's label set" in entries["topics"]["excluded"]
     for name in ("problems", "topics"):
         assert entries[name]["closeness"] is None and entries[name]["rank"] is None
@@ -72,7 +72,7 @@ def test_curate_screen_scores_every_compatible_entry_and_excludes_the_rest_with_
         assert -1.0 <= e["closeness"] <= 1.0 and e["label_agreement"] < 0 and e["rows"] > 0
     assert ranked[0]["score"] >= ranked[1]["score"]
     text = CliRunner().invoke(app, ["screen", str(path)])
-    assert text.exit_code == 0 and "excluded problems: a math dataset" in text.output and "clean" in text.output
+    assert text.exit_code == 0 and "excluded problems: its task is math" in text.output and "clean" in text.output
 
 
 def test_curate_screen_of_a_broken_study_is_a_clear_error(tmp_path, tiny_model):
@@ -101,3 +101,44 @@ def test_the_base_model_agrees_less_with_flipped_labels(tmp_path):
     kind, context = tasktypes.get("classification"), {"labels": ["negative", "positive"]}
     same, other = (screen.label_agreement(scorer, kind, r, context) for r in (rows, flipped))
     assert same > other + 0.1
+
+
+def test_the_screens_agreement_with_a_trained_ranking():
+    from tasks.core.screencheck import agreement
+
+    same = agreement(["a", "b", "c", "x"], ["a", "b", "c"], k=1)  # 'x' was not trained: not compared
+    assert same == {"spearman": 1.0, "pairwise": 1.0, "pairs": 3, "winner_in_top_k": 1.0, "k": 1}
+    flipped = agreement(["c", "b", "a"], ["a", "b", "c"], k=2)
+    assert flipped["spearman"] == -1.0 and flipped["pairwise"] == 0.0 and flipped["winner_in_top_k"] == 0.0
+    assert agreement(["b", "a", "c"], ["a", "b", "c"], k=2)["pairwise"] == pytest.approx(2 / 3)
+    assert agreement(["a"], ["a", "b"]) == {} and agreement([], []) == {}
+
+
+def test_a_screen_after_a_study_measures_itself_against_the_trained_ranking(tmp_path, finished_study):
+    """A copy of the finished tiny-model study: the screen is logged as a `screen` run (a child per catalog entry,
+    the signals as metrics), checked against the study's trained ranking, and `--calibration` lists it."""
+    import shutil
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    src, _, _ = finished_study
+    shutil.copytree(src, tmp_path / "s")
+    study = yaml.safe_load((src / "study.yaml").read_text())
+    study.update(output_dir=str(tmp_path / "s" / "out"), catalog_dir=str(tmp_path / "s" / "catalog"))
+    path = write_study(tmp_path / "s", study)
+    result = CliRunner().invoke(app, ["screen", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.output)["agreement_with_trained_ranking"]
+    assert checked["pairs"] >= 1 and 0.0 <= checked["pairwise"] <= 1.0 and -1.0 <= checked["spearman"] <= 1.0
+    client = MlflowClient(f"sqlite:///{tmp_path / 's' / 'out' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study["name"])
+    run = client.search_runs([exp.experiment_id], "tags.`curate.screen` != ''")[0]
+    assert run.data.metrics["agreement_pairwise"] == pytest.approx(checked["pairwise"])
+    kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert {k.data.tags["curate.arm"] for k in kids} == {"clean", "flipped", "copy"}
+    assert all("closeness" in k.data.metrics or "curate.excluded" in k.data.tags for k in kids)
+    listed = CliRunner().invoke(app, ["screen", str(path), "--calibration", "--json"])
+    assert json.loads(listed.output)["screens"][0]["pairwise"] == pytest.approx(checked["pairwise"])
+    text = CliRunner().invoke(app, ["screen", str(path), "--calibration"])
+    assert text.exit_code == 0 and "the screen against trained rankings" in text.output

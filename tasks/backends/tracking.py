@@ -29,6 +29,7 @@ HOST, PID = "curate.host", "curate.pid"
 SIG = "sig"  # an arm run's significance vs the control (+, -, ~), a column of the ranking view
 WARNINGS = "curate.warnings"  # what validation reported but did not refuse (remote code, skewed benchmark, D0 copies)
 PRUNED = "curate.pruned_at"  # successive halving: the size after which the arm stopped (tasks.ops.pruning)
+SCREEN, EXCLUDED = "curate.screen", "curate.excluded"  # a `curate screen` run (a child per entry); why not scored
 BEST_ARM, BEST_CANDIDATE, RANKED_ON, METHOD = ("curate.best_arm", "curate.best_candidate", "curate.ranked_on",
                                                "curate.ranking_method")
 # params beside the study's own fields (which are logged under their field paths: 'mixture.sizes', 'ranking.fit')
@@ -175,6 +176,13 @@ def latest_study_run(uri: str, name: str, since_ms: int = 0, trained: bool = Fal
     runs = client.search_runs([exp.experiment_id], query + (" and metrics.points_trained > 0" if trained else ""),
                               max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
+
+
+def tagged_runs(uri: str, tag: str) -> list:
+    """Every run of every experiment in the store that has the tag, newest first."""
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, f"tags.`{tag}` != ''", max_results=10000, order_by=["attributes.start_time DESC"])
 
 
 def copy_artifact(uri: str, source_run: str, name: str, target_run: str) -> str | None:

@@ -19,10 +19,11 @@ import torch
 from pydantic import BaseModel
 
 from tasks import tasktypes
-from tasks.backends import models
+from tasks.backends import models, tracking
 from tasks.backends.data import read_jsonl
 from tasks.backends.scorer import Scorer, load_model
-from tasks.common import CONTROL
+from tasks.common import CONTROL, is_placebo
+from tasks.core import screencheck
 from tasks.errors import StudyInvalid
 from tasks.ops.validate import check_study
 from tasks.schema.catalog import load_catalog
@@ -53,7 +54,7 @@ def entries_to_screen(study: Study) -> tuple[list[str], list[Screened]]:
         if entry.task == study.task:
             same.append(name)
         else:
-            other.append(Screened(name=name, excluded=f"a {entry.task} dataset; the study's task is {study.task}"))
+            other.append(Screened(name=name, excluded=f"its task is {entry.task}; the study's task is {study.task}"))
     return same, other
 
 
@@ -162,3 +163,47 @@ def signals(scorer: Scorer, kind, inputs, name: str, bench_vectors: np.ndarray, 
                     label_agreement=label_agreement(scorer, kind, picked, inputs.context),
                     duplicates=round(profile.get("duplicates", 0) / max(len(rows), 1), 4),
                     d0_copies=profile.get("d0_copies", 0), contaminated=profile.get("contaminated", 0))
+
+
+def trained_order(uri: str, study: str) -> tuple[str | None, list[str]]:
+    """(the newest ranked study run of the study in the store, its candidates best first: no control, no placebos)."""
+    run = tracking.latest_study_run(uri, study)
+    if run is None:
+        return None, []
+    arms = tracking.children(uri, run.info.run_id)
+    ranked = [(r.data.metrics["rank"], r.data.tags.get(tracking.ARM, "")) for r in arms if "rank" in r.data.metrics]
+    return run.info.run_id, [arm for _, arm in sorted(ranked) if arm != CONTROL and not is_placebo(arm)]
+
+
+def log_screen(study: Study, reference: Screened, rows: list[Screened], k: int = 3) -> dict:
+    """The screen as MLflow runs in the study's store: a `screen` run with D0's values, one child per entry (signals
+    as metrics, the reason as a tag when excluded) and, when the store holds a ranked study, the screen's agreement
+    with that trained ranking (tasks.core.screencheck) as metrics. Returns that agreement ({} without a ranking)."""
+    uri = tracking.tracking_uri(study.output_path)
+    experiment = tracking.open_experiment(uri, study.name, study.output_path)
+    ranked_run, trained = trained_order(uri, study.name)
+    checked = screencheck.agreement([r.name for r in rows if r.excluded is None], trained, k)
+    tags = {tracking.SCREEN: study.name, **({"curate.screen.checked_against": ranked_run} if checked else {})}
+    run = tracking.start_run(uri, experiment, "screen", tags=tags)
+    tracking.log_metrics(uri, run, {**_metrics(reference), **{f"agreement_{k}": v for k, v in checked.items()}})
+    for r in rows:
+        tags = {tracking.ARM: r.name, **({tracking.EXCLUDED: r.excluded} if r.excluded else {})}
+        child = tracking.start_run(uri, experiment, r.name, parent=run, tags=tags)
+        tracking.log_metrics(uri, child, _metrics(r))
+        tracking.end_run(uri, child)
+    tracking.end_run(uri, run)
+    return checked
+
+
+def _metrics(r: Screened) -> dict:
+    return {k: float(v) for k, v in r.model_dump(include={"rows", "closeness", "label_agreement", "duplicates",
+                                                          "d0_copies", "contaminated", "score", "rank"}).items()
+            if v is not None}
+
+
+def calibration(study: Study) -> list[dict]:
+    """Every screen in the study's store that was checked against a trained ranking: its agreement metrics."""
+    uri = tracking.tracking_uri(study.output_path)
+    return [{"study": r.data.tags.get(tracking.SCREEN), "run": r.info.run_id, "start_ms": r.info.start_time,
+             **{k.removeprefix("agreement_"): v for k, v in r.data.metrics.items() if k.startswith("agreement_")}}
+            for r in tracking.tagged_runs(uri, tracking.SCREEN) if "agreement_pairwise" in r.data.metrics]
