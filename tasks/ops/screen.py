@@ -87,7 +87,7 @@ def embed(scorer: Scorer, texts: list[str]) -> np.ndarray:
         enc = tok(texts[i:i + scorer.batch_size], return_tensors="pt", padding=True, truncation=True,
                   max_length=scorer.max_length, add_special_tokens=False).to(scorer.model.device)
         with scorer.autocast():
-            hidden = scorer.model(**enc, output_hidden_states=True).hidden_states[-1].float()
+            hidden = scorer.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
         mask = enc.attention_mask[..., None].float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
