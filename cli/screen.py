@@ -34,15 +34,19 @@ def screen(study_path: Path = typer.Argument(..., help="Study YAML file."),
         checked = ops.log_screen(study, reference, rows)
     except WorkbenchError as err:
         fail(err)
+    found = any(r.excluded is None for r in rows)
     if as_json:
-        output.emit({"ok": True, "study": study.name, "reference": reference.model_dump(),
+        output.emit({"ok": found, "study": study.name, "reference": reference.model_dump(),
                      "entries": [r.model_dump() for r in rows], "agreement_with_trained_ranking": checked})
-        return
-    show(reference, rows)
-    if checked:
-        console.print(f"against the trained ranking in the store: Spearman {checked['spearman']:+.2f}, pairwise "
-                      f"decisions {checked['pairwise']:.0%} of {checked['pairs']}, trained winner in the screen's top "
-                      f"{checked['k']}: {'yes' if checked['winner_in_top_k'] else 'no'}", highlight=False)
+    else:
+        show(reference, rows)
+        if checked:
+            console.print(f"against the trained ranking in the store: Spearman {checked['spearman']:+.2f}, pairwise "
+                          f"decisions {checked['pairwise']:.0%} of {checked['pairs']}, trained winner in the "
+                          f"screen's top {checked['k']}: {'yes' if checked['winner_in_top_k'] else 'no'}",
+                          highlight=False)
+    if not found:  # exit 1: nothing found, as the other commands
+        raise typer.Exit(output.NOTHING_OR_FAILED)
 
 
 def show_calibration(rows: list[dict], as_json: bool) -> None:

@@ -142,3 +142,26 @@ def test_a_screen_after_a_study_measures_itself_against_the_trained_ranking(tmp_
     assert json.loads(listed.output)["screens"][0]["pairwise"] == pytest.approx(checked["pairwise"])
     text = CliRunner().invoke(app, ["screen", str(path), "--calibration"])
     assert text.exit_code == 0 and "the screen against trained rankings" in text.output
+
+
+def test_a_screen_of_a_study_whose_own_data_is_missing_says_so_once_instead_of_excluding_every_entry(tmp_path,
+                                                                                                     tiny_model):
+    """The study's own problems (here its D0 file is gone) are the study's, exit 2, not every entry 'excluded'."""
+    path = _screen_study(tmp_path, tiny_model)
+    study = sentiment_study(tmp_path, tiny_model, ["clean"])
+    study["base"]["source"] = str(tmp_path / "no-such-d0.jsonl")
+    result = CliRunner().invoke(app, ["screen", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2 and "no-such-d0.jsonl" in result.output and "excluded" not in result.output
+    assert path.exists()
+
+
+def test_a_screen_without_a_catalog_folder_or_without_entries_of_the_task(tmp_path, tiny_model):
+    study = sentiment_study(tmp_path, tiny_model, ["clean"], catalog_dir=str(tmp_path / "nowhere"))
+    missing = CliRunner().invoke(app, ["screen", str(write_study(tmp_path, study))])
+    assert missing.exit_code == 2 and "nowhere" in missing.output and "Traceback" not in missing.output
+    write_catalog(tmp_path / "maths", {"problems": {"task": "math", "license": "CC0-1.0",
+                                                    "path": str(FIXTURES / "math" / "d0.jsonl")}})
+    study["catalog_dir"] = str(tmp_path / "maths")
+    none = CliRunner().invoke(app, ["screen", str(write_study(tmp_path, study))])
+    assert none.exit_code == 1 and "no catalog entry of this task could be scored" in none.output
+    assert "excluded problems: its task is math" in none.output

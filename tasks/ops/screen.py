@@ -58,16 +58,20 @@ def entries_to_screen(study: Study) -> tuple[list[str], list[Screened]]:
     return same, other
 
 
-def validated(study: Study, name: str):
-    """The study's validated inputs with `name` as its only candidate (written under output_dir/screen/<name>), or
-    the problems that exclude it."""
-    probe = study.model_copy(update={"candidates": [name], "output_dir": str(study.output_path / "screen" / name),
+def validated(study: Study, name: str | None):
+    """(the study's validated inputs with `name` as its only candidate — none: the study alone — written under
+    output_dir/screen/<name>, None) or (None, the problems)."""
+    probe = study.model_copy(update={"candidates": [name] if name else [],
+                                     "output_dir": str(study.output_path / "screen" / (name or "_study")),
                                      "noise": study.noise.model_copy(update={"placebos": 0})})
     try:
-        return check_study(probe, write=True), None
+        return check_study(probe, write=True), []
     except StudyInvalid as err:
-        mine = [p for p in err.problems if f"'{name}'" in p] or err.problems
-        return None, "; ".join(mine[:2]) + (f" (+{len(mine) - 2} more)" if len(mine) > 2 else "")
+        return None, err.problems
+
+
+def _reason(problems: list[str]) -> str:
+    return "; ".join(problems[:2]) + (f" (+{len(problems) - 2} more)" if len(problems) > 2 else "")
 
 
 def sample(rows: list[dict], n: int, seed: int) -> list[dict]:
@@ -129,19 +133,20 @@ def agreement(scored: list[tuple[float, int]], gold: int) -> float:
 def screen(study: Study, progress=lambda line: None) -> tuple[Screened, list[Screened]]:
     """(D0's own signals as the reference, every catalog entry screened: ranked ones first, then the excluded)."""
     names, excluded = entries_to_screen(study)
+    base, problems = validated(study, None)  # D0, the benchmark, the model, output_dir: the study's own problems
+    if base is None:
+        raise StudyInvalid(problems, f"study '{study.name}'")
     kind = tasktypes.get(study.task)
     scorer = Scorer(*load_model(str(models.resolve_model(study.model)), study.model.trust_remote_code),
                     study.training, models.use_bf16(study.training.bf16))
-    scored, bench_vectors, reference = [], None, None
+    bench_vectors = embed(scorer, [kind.text(r) for r in read_jsonl(Path(base.benchmark))])
+    reference, scored = signals(scorer, kind, base, CONTROL, bench_vectors, study.seed), []
     for name in names:
-        inputs, reason = validated(study, name)
-        if inputs is None:
-            excluded.append(Screened(name=name, excluded=reason))
-            progress(f"{name}: excluded ({reason})")
+        inputs, problems = validated(study, name)
+        if inputs is None:  # the study itself is valid: these are the entry's problems
+            excluded.append(Screened(name=name, excluded=_reason(problems)))
+            progress(f"{name}: excluded ({_reason(problems)})")
             continue
-        if bench_vectors is None:
-            bench_vectors = embed(scorer, [kind.text(r) for r in read_jsonl(Path(inputs.benchmark))])
-            reference = signals(scorer, kind, inputs, CONTROL, bench_vectors, study.seed)
         scored.append(signals(scorer, kind, inputs, name, bench_vectors, study.seed))
         progress(f"{name}: closeness {scored[-1].closeness:.3f}")
     for s in scored:
@@ -149,7 +154,7 @@ def screen(study: Study, progress=lambda line: None) -> tuple[Screened, list[Scr
     scored.sort(key=lambda s: (-s.score, -s.closeness, s.name))
     for i, s in enumerate(scored, start=1):
         s.rank = i
-    return reference or Screened(name=CONTROL), scored + excluded
+    return reference, scored + excluded
 
 
 def signals(scorer: Scorer, kind, inputs, name: str, bench_vectors: np.ndarray, seed: int) -> Screened:
