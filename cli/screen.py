@@ -29,11 +29,18 @@ def screen(study_path: Path = typer.Argument(..., help="Study YAML file."),
         study = load_study(study_path)
         if calibration:
             return show_calibration(ops.calibration(study), as_json)
-        reference, rows = ops.screen(study, progress=lambda line: None if as_json else console.print(
-            f"  {line}", highlight=False, markup=False))
-        checked = ops.log_screen(study, reference, rows)
+        names, excluded, base = ops.prepare(study)
+        log = output.log_to_file(study.output_path / "screen.log", False)
+        if not as_json:
+            console.print(f"screening {len(names)} catalog entries of task {study.task} with the base model "
+                          f"({len(excluded)} of another task); log: {log}", highlight=False)
+        from flows.screen import screen_catalog
+
+        done = screen_catalog(study, names, excluded, base)
     except WorkbenchError as err:
         fail(err)
+    reference, checked = ops.Screened(**done["reference"]), done["checked"]
+    rows = [ops.Screened(**r) for r in done["entries"]]
     found = any(r.excluded is None for r in rows)
     if as_json:
         output.emit({"ok": found, "study": study.name, "reference": reference.model_dump(),

@@ -52,7 +52,8 @@ def _screen_study(tmp_path, tiny_model):
     return write_study(tmp_path, sentiment_study(tmp_path, tiny_model, ["clean"]))
 
 
-def test_curate_screen_scores_every_compatible_entry_and_excludes_the_rest_with_the_reason(tmp_path, tiny_model):
+def test_curate_screen_scores_every_compatible_entry_and_excludes_the_rest_with_the_reason(tmp_path, tiny_model,
+                                                                                          prefect_harness):
     """Not only the listed candidates: the whole catalog. Another task and another label space are excluded (named,
     never scored); the compatible entries are ranked with their signals, D0's as the reference."""
     path = _screen_study(tmp_path, tiny_model)
@@ -73,6 +74,13 @@ def test_curate_screen_scores_every_compatible_entry_and_excludes_the_rest_with_
     assert ranked[0]["score"] >= ranked[1]["score"]
     text = CliRunner().invoke(app, ["screen", str(path)])
     assert text.exit_code == 0 and "excluded problems: its task is math" in text.output and "clean" in text.output
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:  # the screen ran as a flow: its table is an artifact
+        tables = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["screen-fixture-study"])))
+    assert tables and {"clean", "flipped", "control"} <= {row["entry"] for row in json.loads(tables[0].data)}
 
 
 def test_curate_screen_of_a_broken_study_is_a_clear_error(tmp_path, tiny_model):
@@ -155,7 +163,7 @@ def test_a_screen_of_a_study_whose_own_data_is_missing_says_so_once_instead_of_e
     assert path.exists()
 
 
-def test_a_screen_without_a_catalog_folder_or_without_entries_of_the_task(tmp_path, tiny_model):
+def test_a_screen_without_a_catalog_folder_or_without_entries_of_the_task(tmp_path, tiny_model, prefect_harness):
     study = sentiment_study(tmp_path, tiny_model, ["clean"], catalog_dir=str(tmp_path / "nowhere"))
     missing = CliRunner().invoke(app, ["screen", str(write_study(tmp_path, study))])
     assert missing.exit_code == 2 and "nowhere" in missing.output and "Traceback" not in missing.output

@@ -25,7 +25,7 @@ from tasks.backends.scorer import Scorer, load_model
 from tasks.common import CONTROL, is_placebo
 from tasks.core import screencheck
 from tasks.errors import StudyInvalid
-from tasks.ops.validate import check_study
+from tasks.ops.validate import Inputs, check_study
 from tasks.schema.catalog import load_catalog
 from tasks.schema.study import Study
 
@@ -130,12 +130,20 @@ def agreement(scored: list[tuple[float, int]], gold: int) -> float:
     return float(logps[gold] - np.logaddexp.reduce(logps))
 
 
-def screen(study: Study, progress=lambda line: None) -> tuple[Screened, list[Screened]]:
-    """(D0's own signals as the reference, every catalog entry screened: ranked ones first, then the excluded)."""
+def prepare(study: Study) -> tuple[list[str], list[Screened], Inputs]:
+    """Before any model loads: (the entries with the study's task, the others excluded, the study's own validated
+    inputs); the study's own problems (D0, benchmark, model, output_dir, catalog folder) raise StudyInvalid."""
     names, excluded = entries_to_screen(study)
-    base, problems = validated(study, None)  # D0, the benchmark, the model, output_dir: the study's own problems
+    base, problems = validated(study, None)
     if base is None:
         raise StudyInvalid(problems, f"study '{study.name}'")
+    return names, excluded, base
+
+
+def screen(study: Study, names: list[str], excluded: list[Screened], base: Inputs,
+           progress=lambda line: None) -> tuple[Screened, list[Screened]]:
+    """(D0's own signals as the reference, every entry screened: ranked ones first, then the excluded)."""
+    excluded = list(excluded)
     kind = tasktypes.get(study.task)
     scorer = Scorer(*load_model(str(models.resolve_model(study.model)), study.model.trust_remote_code),
                     study.training, models.use_bf16(study.training.bf16))
