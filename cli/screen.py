@@ -2,6 +2,8 @@
 before any fine-tune (tasks.ops.screen); the entries it cannot use, with the reason."""
 
 import logging
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -34,9 +36,10 @@ def screen(study_path: Path = typer.Argument(..., help="Study YAML file."),
         if not as_json:
             console.print(f"screening {len(names)} catalog entries of task {study.task} with the base model "
                           f"({len(excluded)} of another task); log: {log}", highlight=False)
-        from flows.screen import screen_catalog
+        from flows.screen import PROGRESS, screen_catalog
 
-        done = screen_catalog(study, names, excluded, base)
+        with _echo(PROGRESS, not as_json):
+            done = screen_catalog(study, names, excluded, base)
     except WorkbenchError as err:
         fail(err)
     reference, checked = ops.Screened(**done["reference"]), done["checked"]
@@ -54,6 +57,21 @@ def screen(study_path: Path = typer.Argument(..., help="Study YAML file."),
                           highlight=False)
     if not found:  # exit 1: nothing found, as the other commands
         raise typer.Exit(output.NOTHING_OR_FAILED)
+
+
+@contextmanager
+def _echo(name: str, on: bool):
+    """While it lasts, print the lines of logger `name` in the terminal, indented, as they come (they also reach the
+    log file)."""
+    logger, handler = logging.getLogger(name), logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    logger.setLevel(logging.INFO)
+    if on:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def show_calibration(rows: list[dict], as_json: bool) -> None:

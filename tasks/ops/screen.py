@@ -156,7 +156,9 @@ def screen(study: Study, names: list[str], excluded: list[Screened], base: Input
             progress(f"{name}: excluded ({_reason(problems)})")
             continue
         scored.append(signals(scorer, kind, inputs, name, bench_vectors, study.seed))
-        progress(f"{name}: closeness {scored[-1].closeness:.3f}")
+        agree = scored[-1].label_agreement
+        progress(f"{name}: closeness {scored[-1].closeness:.3f}, label agreement "
+                 f"{'-' if agree is None else f'{agree:.3f}'} ({len(scored)} of {len(names)})")
     for s in scored:
         s.score = s.label_agreement if s.label_agreement is not None else s.closeness
     scored.sort(key=lambda s: (-s.score, -s.closeness, s.name))
