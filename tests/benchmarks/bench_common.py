@@ -29,6 +29,9 @@ import transformers; transformers.logging.set_verbosity_error()
 generating = [0.0]
 try:
     from tasks.backends.scorer import Scorer
+except ImportError:  # code from before the Scorer module: only the whole evaluation is timed
+    Scorer = None
+if Scorer is not None:
     def timed(self, *a, _samples=Scorer.samples, **k):
         start = time.perf_counter()
         try:
@@ -36,8 +39,6 @@ try:
         finally:
             generating[0] += time.perf_counter() - start
     Scorer.samples = timed
-except ImportError:
-    pass
 preset = Training(**{k: v for k, v in args["preset"].items() if k in Training.model_fields})  # fields of that code
 times, generation = [], []
 for k in range(args["points"]):
